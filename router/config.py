@@ -1,0 +1,249 @@
+"""Settings, read once from the environment (or a mapping in tests) into a frozen object.
+
+Every malformed value stops start-up with a `ConfigError` that names the variable. Secrets may
+come from `NAME_FILE` (a path whose content is the value) instead of `NAME`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from router.errors import ConfigError
+from router.keys import DEFAULT_ROUTER_PREFIX
+
+SECRET_NAMES = (
+    "ROUTER_INBOUND_TOKEN",
+    "ROUTER_SIGNING_SECRET",
+    "ROUTER_ADMIN_TOKEN",
+    "DD_API_KEY",
+    "DD_APP_KEY",
+    "SLACK_WEBHOOK_URL",
+    "REDIS_URL",
+)
+
+# Rides out more than an hour of callback outage (about 3.7 h in all), fast at first because a
+# breaker that opens late costs money, then backing off so a dead endpoint is not hammered.
+DEFAULT_RETRY_SCHEDULE = "5s,30s,2m,10m,30m,1h,2h"
+# Datadog gives up on a webhook request after 15 s; ours to services should be shorter still.
+DEFAULT_DELIVERY_TIMEOUT_S = 10.0
+# Must exceed the delivery timeout plus enrichment, or healthy in-flight work gets reclaimed.
+DEFAULT_CLAIM_IDLE_S = 60.0
+# Enough for a burst without letting one process open thousands of sockets.
+DEFAULT_WORKER_CONCURRENCY = 64
+# One slow endpoint may hold at most this many of a worker's slots; the rest wait, unattempted.
+DEFAULT_PER_ENDPOINT_CONCURRENCY = 8
+# Finished deliveries are kept this long for inspection and to drop a sender's late retries.
+DEFAULT_DELIVERY_RETENTION_S = 7 * 24 * 3600.0
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_CALLBACK_KEYWORD = "circuit-breaker-callback"
+DEFAULT_RECONCILE_INTERVAL_S = 60.0
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str, *, name: str = "duration") -> float:
+    """`250ms`, `5s`, `1m`, `2h`, `1d` or a bare number of seconds, as seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(
+            f"{name}: expected a duration such as 250ms, 5s, 1m, 2h or 1d, got {text!r}"
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_schedule(text: str, *, name: str = "ROUTER_RETRY_SCHEDULE") -> tuple[float, ...]:
+    """A comma-separated list of durations: the waits before the 2nd, 3rd, ... attempt."""
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise ConfigError(f"{name}: expected durations such as 5s,1m,5m,30m,2h, got {text!r}")
+    return tuple(parse_duration(part, name=name) for part in parts)
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
+
+
+def _read_secret(env: Mapping[str, str], name: str) -> str | None:
+    file_name = f"{name}_FILE"
+    if env.get(name) and env.get(file_name):
+        raise ConfigError(f"{name} and {file_name} are both set; set only one")
+    path = env.get(file_name)
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{file_name}: cannot read {path}: {exc.strerror}") from exc
+    return env.get(name) or None
+
+
+def _split_list(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _validate_allow_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    for prefix in prefixes:
+        parts = urlsplit(prefix)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                "ROUTER_CALLBACK_ALLOW: each entry must be an http(s) URL prefix with a host, "
+                f"such as https://bank-charge.internal/, got {prefix!r}"
+            )
+    return prefixes
+
+
+def _positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise ConfigError(f"{name}: must be greater than zero, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    inbound_token: str | None = None
+    inbound_auth_disabled: bool = False
+    signing_secret: str | None = None
+    callback_allow: tuple[str, ...] = ()
+    retry_schedule: tuple[float, ...] = field(
+        default_factory=lambda: parse_schedule(DEFAULT_RETRY_SCHEDULE)
+    )
+    sns_topics: tuple[str, ...] = ()
+    reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
+    heartbeat_url: str | None = None
+    admin_token: str | None = None
+    dd_api_key: str | None = None
+    dd_app_key: str | None = None
+    dd_site: str | None = None
+    dd_api_host: str | None = None
+    slack_webhook_url: str | None = None
+    key_prefix: str = DEFAULT_ROUTER_PREFIX
+    callback_keyword: str = DEFAULT_CALLBACK_KEYWORD
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
+    claim_idle_s: float = DEFAULT_CLAIM_IDLE_S
+    worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
+    per_endpoint_concurrency: int = DEFAULT_PER_ENDPOINT_CONCURRENCY
+    delivery_retention_s: float = DEFAULT_DELIVERY_RETENTION_S
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Parse every variable; malformed values raise ConfigError naming the variable."""
+
+        def duration(name: str, default: float) -> float:
+            text = env.get(name)
+            return _positive(name, parse_duration(text, name=name)) if text else default
+
+        def integer(name: str, default: int) -> int:
+            text = env.get(name)
+            if not text:
+                return default
+            try:
+                value = int(text)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: expected a whole number, got {text!r}") from exc
+            return int(_positive(name, value))
+
+        auth_mode = (env.get("ROUTER_INBOUND_AUTH") or "token").strip().lower()
+        if auth_mode not in ("token", "none"):
+            raise ConfigError(f"ROUTER_INBOUND_AUTH: expected 'token' or 'none', got {auth_mode!r}")
+
+        settings = cls(
+            redis_url=_read_secret(env, "REDIS_URL"),
+            inbound_token=_read_secret(env, "ROUTER_INBOUND_TOKEN"),
+            inbound_auth_disabled=auth_mode == "none",
+            signing_secret=_read_secret(env, "ROUTER_SIGNING_SECRET"),
+            callback_allow=_validate_allow_prefixes(_split_list(env.get("ROUTER_CALLBACK_ALLOW"))),
+            retry_schedule=parse_schedule(
+                env.get("ROUTER_RETRY_SCHEDULE") or DEFAULT_RETRY_SCHEDULE
+            ),
+            sns_topics=_split_list(env.get("ROUTER_SNS_TOPICS")),
+            reconcile_interval_s=duration(
+                "ROUTER_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL_S
+            ),
+            heartbeat_url=env.get("ROUTER_HEARTBEAT_URL") or None,
+            admin_token=_read_secret(env, "ROUTER_ADMIN_TOKEN"),
+            dd_api_key=_read_secret(env, "DD_API_KEY"),
+            dd_app_key=_read_secret(env, "DD_APP_KEY"),
+            dd_site=env.get("DD_SITE") or None,
+            dd_api_host=env.get("DD_API_HOST") or None,
+            slack_webhook_url=_read_secret(env, "SLACK_WEBHOOK_URL"),
+            key_prefix=env.get("ROUTER_KEY_PREFIX") or DEFAULT_ROUTER_PREFIX,
+            callback_keyword=env.get("ROUTER_CALLBACK_KEYWORD") or DEFAULT_CALLBACK_KEYWORD,
+            max_body_bytes=integer("ROUTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            delivery_timeout_s=duration("ROUTER_DELIVERY_TIMEOUT", DEFAULT_DELIVERY_TIMEOUT_S),
+            claim_idle_s=duration("ROUTER_CLAIM_IDLE", DEFAULT_CLAIM_IDLE_S),
+            worker_concurrency=integer("ROUTER_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY),
+            per_endpoint_concurrency=integer(
+                "ROUTER_PER_ENDPOINT_CONCURRENCY", DEFAULT_PER_ENDPOINT_CONCURRENCY
+            ),
+            delivery_retention_s=duration(
+                "ROUTER_DELIVERY_RETENTION", DEFAULT_DELIVERY_RETENTION_S
+            ),
+        )
+        if settings.signing_secret is not None:
+            _check_signing_secret(settings.signing_secret)
+        return settings
+
+    # Each process asks for what it needs, so a web process does not demand worker secrets.
+    def require_redis(self) -> str:
+        if not self.redis_url:
+            raise ConfigError("REDIS_URL is not set: point it at the Redis the router uses")
+        return self.redis_url
+
+    def require_web(self) -> None:
+        self.require_redis()
+        if not self.inbound_token and not self.inbound_auth_disabled:
+            raise ConfigError(
+                "ROUTER_INBOUND_TOKEN is not set: set a long random token (Datadog sends it as "
+                "a header or in the webhook URL), or ROUTER_INBOUND_AUTH=none to accept "
+                "unauthenticated notifications on purpose"
+            )
+
+    def require_worker(self) -> str:
+        self.require_redis()
+        if not self.signing_secret:
+            raise ConfigError(
+                "ROUTER_SIGNING_SECRET is not set: services verify callbacks with it; "
+                "generate one with `router secret`"
+            )
+        if not self.callback_allow:
+            raise ConfigError(
+                "ROUTER_CALLBACK_ALLOW is not set: list the URL prefixes the router may call, "
+                "e.g. https://bank-charge.internal/breaker/"
+            )
+        if self.claim_idle_s <= self.delivery_timeout_s + 5:
+            raise ConfigError(
+                f"ROUTER_CLAIM_IDLE ({format_duration(self.claim_idle_s)}) must exceed "
+                f"ROUTER_DELIVERY_TIMEOUT ({format_duration(self.delivery_timeout_s)}) by more "
+                "than 5s, or deliveries still in flight would be taken over and sent twice"
+            )
+        return self.signing_secret
+
+
+def _check_signing_secret(secret: str) -> None:
+    import base64
+    import binascii
+
+    if not secret.startswith("whsec_"):
+        raise ConfigError(
+            "ROUTER_SIGNING_SECRET: expected a Standard Webhooks secret starting with 'whsec_' "
+            "(generate one with `router secret`)"
+        )
+    try:
+        raw = base64.b64decode(secret[len("whsec_") :] + "==", validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError("ROUTER_SIGNING_SECRET: the part after 'whsec_' is not base64") from exc
+    if len(raw) < 24:
+        raise ConfigError(
+            f"ROUTER_SIGNING_SECRET: the secret must hold at least 24 random bytes, it has {len(raw)}"
+        )

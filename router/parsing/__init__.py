@@ -1,0 +1,1 @@
+"""Pure parsing of what senders post: no Flask, no Redis, no network."""
