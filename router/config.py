@@ -41,6 +41,11 @@ DEFAULT_DELIVERY_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_CALLBACK_KEYWORD = "circuit-breaker-callback"
 DEFAULT_RECONCILE_INTERVAL_S = 60.0
+# A breaker that opens late costs more than one that opens with less context: enrichment gets
+# this long, then the delivery goes out with what it has, marked partial.
+DEFAULT_ENRICH_BUDGET_S = 3.0
+# Room for scheduling and Redis round trips on top of enrichment plus the request itself.
+CLAIM_IDLE_MARGIN_S = 1.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -134,6 +139,7 @@ class Settings:
     worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
     per_endpoint_concurrency: int = DEFAULT_PER_ENDPOINT_CONCURRENCY
     delivery_retention_s: float = DEFAULT_DELIVERY_RETENTION_S
+    enrich_budget_s: float = DEFAULT_ENRICH_BUDGET_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -189,6 +195,7 @@ class Settings:
             delivery_retention_s=duration(
                 "ROUTER_DELIVERY_RETENTION", DEFAULT_DELIVERY_RETENTION_S
             ),
+            enrich_budget_s=duration("ROUTER_ENRICH_BUDGET", DEFAULT_ENRICH_BUDGET_S),
         )
         if settings.signing_secret is not None:
             _check_signing_secret(settings.signing_secret)
@@ -221,11 +228,14 @@ class Settings:
                 "ROUTER_CALLBACK_ALLOW is not set: list the URL prefixes the router may call, "
                 "e.g. https://bank-charge.internal/breaker/"
             )
-        if self.claim_idle_s <= self.delivery_timeout_s + 5:
+        longest_attempt = self.delivery_timeout_s + self.enrich_budget_s + CLAIM_IDLE_MARGIN_S
+        if self.claim_idle_s <= longest_attempt:
             raise ConfigError(
                 f"ROUTER_CLAIM_IDLE ({format_duration(self.claim_idle_s)}) must exceed "
-                f"ROUTER_DELIVERY_TIMEOUT ({format_duration(self.delivery_timeout_s)}) by more "
-                "than 5s, or deliveries still in flight would be taken over and sent twice"
+                f"ROUTER_DELIVERY_TIMEOUT ({format_duration(self.delivery_timeout_s)}) plus "
+                f"ROUTER_ENRICH_BUDGET ({format_duration(self.enrich_budget_s)}) plus "
+                f"{format_duration(CLAIM_IDLE_MARGIN_S)}, or deliveries still in flight would "
+                "be taken over and sent twice"
             )
         return self.signing_secret
 
@@ -245,5 +255,6 @@ def _check_signing_secret(secret: str) -> None:
         raise ConfigError("ROUTER_SIGNING_SECRET: the part after 'whsec_' is not base64") from exc
     if len(raw) < 24:
         raise ConfigError(
-            f"ROUTER_SIGNING_SECRET: the secret must hold at least 24 random bytes, it has {len(raw)}"
+            "ROUTER_SIGNING_SECRET: the secret must hold at least 24 random bytes, "
+            f"it has {len(raw)}"
         )

@@ -103,7 +103,7 @@ class MonitorGroup:
 
 @dataclass(frozen=True)
 class Enrichment:
-    """What the Datadog API added to a notification; every field optional, `status` says how much."""
+    """What the Datadog API added to a notification; `status` says how much of it there is."""
 
     status: EnrichmentStatus = "none"
     monitor_id: str | None = None

@@ -64,13 +64,18 @@ def transition_from_title(title: str) -> TitleTransition | None:
             return TitleTransition(found[0], name.strip(), found[1], scope)
 
 
+def _last(pattern: re.Pattern[str], text: str) -> str | None:
+    # Datadog appends its own links (Monitor Status, Event URL) at the end of the message; a
+    # link the user wrote into the message body comes earlier and must not win.
+    found = pattern.findall(text)
+    return str(found[-1]) if found else None
+
+
 def monitor_id_from_text(text: str) -> str | None:
-    """The first monitor id found in a Datadog link within `text`."""
-    match = _MONITOR_LINK.search(text)
-    return match.group(1) if match else None
+    """The monitor id in the last Datadog monitor link within `text`."""
+    return _last(_MONITOR_LINK, text)
 
 
 def event_id_from_text(text: str) -> str | None:
-    """The first event id found in a Datadog event link within `text`."""
-    match = _EVENT_LINK.search(text)
-    return match.group(1) if match else None
+    """The event id in the last Datadog event link within `text`."""
+    return _last(_EVENT_LINK, text)

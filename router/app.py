@@ -1,0 +1,128 @@
+"""The router's web app: `create_app()` for gunicorn, `create_app(mapping)` for tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+import redis
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from router import __version__
+from router.config import Settings
+from router.errors import AuthError, ForbiddenError, PayloadError, QueueUnavailable
+from router.inbound import bp as inbound_bp
+from router.keys import RouterKeys
+from router.metrics import render as render_metrics
+from router.parsing.sns import CertificateUnavailable, SnsVerifier, fetch_certificate_https
+from router.queue import DeliveryQueue
+from router.redis_conn import connect
+
+log = logging.getLogger(__name__)
+
+# SNS waits about 15 s for an answer; confirming must leave room for the reply.
+SNS_CONFIRM_TIMEOUT_S = 5.0
+# Tells a sender (Datadog, SNS) when to try again after a 503.
+RETRY_AFTER_S = "5"
+
+
+def confirm_sns_subscription(url: str) -> None:
+    """GET the SubscribeURL (already checked to be an SNS host) to confirm a subscription."""
+    response = httpx.get(url, timeout=SNS_CONFIRM_TIMEOUT_S, follow_redirects=False)
+    response.raise_for_status()
+
+
+def _error(message: str, status: int, **headers: str) -> Response:
+    response = jsonify({"error": message, "status": status})
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(PayloadError)
+    def payload_error(exc: PayloadError) -> Response:
+        return _error(str(exc), exc.status)
+
+    @app.errorhandler(AuthError)
+    def auth_error(exc: AuthError) -> Response:
+        # The Basic challenge lets SNS (and curl) send the credentials in the URL.
+        return _error(str(exc), 401, **{"WWW-Authenticate": 'Basic realm="breaker-router"'})
+
+    @app.errorhandler(ForbiddenError)
+    def forbidden(exc: ForbiddenError) -> Response:
+        return _error(str(exc), 403)
+
+    @app.errorhandler(QueueUnavailable)
+    @app.errorhandler(CertificateUnavailable)
+    def unavailable(exc: Exception) -> Response:
+        log.warning("answering 503: %s", exc)
+        return _error(f"{exc}; try again later", 503, **{"Retry-After": RETRY_AFTER_S})
+
+    @app.errorhandler(redis.RedisError)
+    def redis_down(exc: redis.RedisError) -> Response:
+        log.warning("answering 503, Redis failed: %s", exc)
+        return _error(f"Redis is unavailable ({exc}); try again later", 503)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 413:
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            message = f"the body exceeds {limit} bytes (ROUTER_MAX_BODY_BYTES)"
+        return _error(message, status)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return _error("internal error; it has been logged", 500)
+
+
+def create_app(
+    config: Mapping[str, str] | None = None,
+    *,
+    redis_client: redis.Redis | None = None,
+    sns_fetch_certificate: Callable[[str], bytes] | None = None,
+    sns_confirm: Callable[[str], None] | None = None,
+) -> Flask:
+    """Build the app from `config` (a mapping of environment variables) or the environment."""
+    settings = Settings.from_env(os.environ if config is None else config)
+    settings.require_web()
+    client = redis_client or connect(settings.require_redis())
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["router.settings"] = settings
+    app.extensions["router.queue"] = DeliveryQueue(
+        client, RouterKeys(settings.key_prefix), retention_s=settings.delivery_retention_s
+    )
+    app.extensions["router.sns_verifier"] = SnsVerifier(
+        sns_fetch_certificate or fetch_certificate_https
+    )
+    app.extensions["router.sns_confirm"] = sns_confirm or confirm_sns_subscription
+    app.register_blueprint(inbound_bp)
+    _register_error_handlers(app)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz")
+    def readyz() -> tuple[dict[str, Any], int]:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            return {"status": "unavailable", "checks": {"redis": f"unreachable: {exc}"}}, 503
+        return {"status": "ready", "checks": {"redis": "ok"}}, 200
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        queue: DeliveryQueue = app.extensions["router.queue"]
+        return Response(render_metrics(queue), mimetype="text/plain; version=0.0.4")
+
+    return app

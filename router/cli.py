@@ -1,0 +1,217 @@
+"""The `router` command: worker, dev, dead letters, breakers, message lint, secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import redis
+
+from router.config import Settings
+from router.errors import ConfigError
+from router.keys import RouterKeys
+from router.queue import Delivery, DeliveryQueue
+from router.redis_conn import connect
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+
+
+def setup_logging() -> None:
+    level = os.environ.get("ROUTER_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+
+
+def load_settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def open_queue(settings: Settings) -> DeliveryQueue:
+    return DeliveryQueue(
+        connect(settings.require_redis()),
+        RouterKeys(settings.key_prefix),
+        retention_s=settings.delivery_retention_s,
+    )
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="breaker-router")
+def cli() -> None:
+    """breaker-router: Datadog monitor notifications to circuit-breaker callbacks."""
+
+
+@cli.command()
+def worker() -> None:
+    """Deliver queued notifications to callbacks (run any number of these)."""
+    from router.worker import Worker
+
+    setup_logging()
+    runner = Worker(load_settings())
+    runner.install_signal_handlers()
+    runner.run()
+
+
+@cli.command()
+def secret() -> None:
+    """Print a new ROUTER_SIGNING_SECRET (Standard Webhooks `whsec_` format)."""
+    click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+# -- dead letters -------------------------------------------------------------------------
+
+
+@cli.group()
+def dlq() -> None:
+    """Inspect, replay and purge dead deliveries."""
+
+
+def _load_dead(queue: DeliveryQueue, delivery_id: str) -> Delivery:
+    delivery = queue.load(delivery_id)
+    if delivery is None:
+        raise click.UsageError(
+            f"no delivery {delivery_id}; list dead deliveries with `router dlq list`"
+        )
+    return delivery
+
+
+@dlq.command("list")
+@click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dlq_list(limit: int, as_json: bool) -> None:
+    """List dead deliveries, newest first."""
+    queue = open_queue(load_settings())
+    letters = queue.dead_letters(limit=limit)
+    rows = []
+    for letter in letters:
+        delivery = queue.load(letter.delivery_id)
+        rows.append(
+            {
+                "id": letter.delivery_id,
+                "dead_at": _when(letter.dead_at_ms),
+                "url": letter.url,
+                "attempts": len(delivery.attempts) if delivery else 0,
+                "monitor_id": delivery.notification.monitor_id if delivery else None,
+                "transition": delivery.notification.transition if delivery else None,
+                "reason": letter.reason,
+            }
+        )
+    if as_json:
+        _emit_json({"total": queue.dead_count(), "dead_letters": rows})
+        return
+    if not rows:
+        click.echo("No dead deliveries.")
+        return
+    for row in rows:
+        click.echo(
+            f"{row['id']}  {row['dead_at']}  {row['transition'] or '-':<9} "
+            f"monitor {row['monitor_id'] or '-'}  attempts {row['attempts']}  {row['url']}"
+        )
+        click.echo(f"    {row['reason']}")
+    total = queue.dead_count()
+    if total > len(rows):
+        click.echo(f"({total - len(rows)} more; use --limit)")
+
+
+@dlq.command("show")
+@click.argument("delivery_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dlq_show(delivery_id: str, as_json: bool) -> None:
+    """Show one delivery: its URL, notification, every attempt and why it died."""
+    delivery = _load_dead(open_queue(load_settings()), delivery_id)
+    if as_json:
+        _emit_json(delivery.to_dict())
+        return
+    note = delivery.notification
+    click.echo(f"delivery   {delivery.id}  ({delivery.status})")
+    click.echo(f"url        {delivery.url}")
+    if delivery.reason:
+        click.echo(f"reason     {delivery.reason}")
+    click.echo(f"created    {_when(delivery.created_ms)}   replays {delivery.replays}")
+    click.echo(f"transition {note.transition} ({note.datadog_transition})")
+    click.echo(f"monitor    {note.monitor_id or '-'}   event {note.event_id or '-'}")
+    click.echo(f"title      {note.title}")
+    click.echo(f"scope      {note.scope or '-'}")
+    click.echo(f"attempts   {len(delivery.attempts)}")
+    for attempt in delivery.attempts:
+        outcome = attempt.get("status") or attempt.get("error")
+        click.echo(
+            f"  #{attempt['n']:<3} {_when(attempt['at_ms'])}  {attempt['trigger']:<6} "
+            f"{attempt['outcome']:<9} {outcome}  ({attempt['duration_ms']} ms)"
+        )
+        if attempt.get("error") and attempt.get("status"):
+            click.echo(f"       {attempt['error']}")
+
+
+def _selected_ids(queue: DeliveryQueue, ids: tuple[str, ...], select_all: bool) -> list[str]:
+    if select_all and ids:
+        raise click.UsageError("give delivery ids or --all, not both")
+    if select_all:
+        return [letter.delivery_id for letter in queue.dead_letters(limit=1_000_000)]
+    if not ids:
+        raise click.UsageError("give one or more delivery ids, or --all")
+    return list(ids)
+
+
+@dlq.command("replay")
+@click.argument("delivery_ids", nargs=-1)
+@click.option("--all", "select_all", is_flag=True, help="Replay every dead delivery.")
+def dlq_replay(delivery_ids: tuple[str, ...], select_all: bool) -> None:
+    """Queue dead deliveries again, under their own ids (receivers can drop repeats)."""
+    queue = open_queue(load_settings())
+    ids = _selected_ids(queue, delivery_ids, select_all)
+    failed = False
+    for delivery_id in ids:
+        if queue.replay(delivery_id):
+            click.echo(f"replayed {delivery_id}")
+            continue
+        delivery = queue.load(delivery_id)
+        state = "unknown" if delivery is None else delivery.status
+        click.echo(f"not replayed {delivery_id}: it is {state}, not dead", err=True)
+        failed = True
+    if failed:
+        sys.exit(1)
+
+
+@dlq.command("purge")
+@click.argument("delivery_ids", nargs=-1)
+@click.option("--all", "select_all", is_flag=True, help="Purge every dead delivery.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation with --all.")
+def dlq_purge(delivery_ids: tuple[str, ...], select_all: bool, yes: bool) -> None:
+    """Delete dead deliveries for good."""
+    queue = open_queue(load_settings())
+    ids = _selected_ids(queue, delivery_ids, select_all)
+    if select_all and not yes:
+        click.confirm(f"Delete {len(ids)} dead deliveries for good?", abort=True)
+    removed = queue.purge(ids)
+    click.echo(f"purged {removed} of {len(ids)}")
+    if removed < len(ids):
+        sys.exit(1)
+
+
+def main() -> None:
+    """Entry point: configuration and Redis problems are one clear line, not a traceback."""
+    try:
+        cli(standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(f"router: configuration error: {exc}", err=True)
+        sys.exit(2)
+    except redis.ConnectionError as exc:
+        url = os.environ.get("REDIS_URL", "(REDIS_URL unset)")
+        click.echo(f"router: cannot reach Redis at {url}: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,186 @@
+"""The webhook endpoints: authenticate, parse, and answer 202 only once Redis holds the work."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+import redis
+from flask import Blueprint, Request, current_app, request
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from router.allowlist import CallbackAllowList
+from router.auth import check_token
+from router.config import Settings
+from router.errors import ForbiddenError, PayloadError, QueueUnavailable
+from router.model import Notification
+from router.parsing.callbacks import find_callback_problems
+from router.parsing.datadog import parse_datadog_webhook
+from router.parsing.sns import (
+    SnsVerifier,
+    notification_from_sns,
+    parse_sns_envelope,
+    validate_subscribe_url,
+)
+from router.queue import DeliveryQueue, Enqueued, now_ms
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("inbound", __name__)
+
+JSON_TYPES = ("application/json", "text/json")
+FORM_TYPE = "application/x-www-form-urlencoded"
+# Riding out a Redis failover blip inside one request is cheaper than making Datadog retry.
+ENQUEUE_RETRY_WINDOW_S = 2.0
+
+
+def settings() -> Settings:
+    return current_app.extensions["router.settings"]  # type: ignore[no-any-return]
+
+
+def queue() -> DeliveryQueue:
+    return current_app.extensions["router.queue"]  # type: ignore[no-any-return]
+
+
+def authenticate() -> None:
+    config = settings()
+    if config.inbound_auth_disabled:
+        return
+    assert config.inbound_token is not None  # Settings.require_web() guarantees it
+    check_token(request, config.inbound_token)
+
+
+def read_datadog_payload(req: Request) -> dict[str, Any]:
+    """The posted payload as a dict: JSON (Datadog's default) or form ("Encode as form")."""
+    mimetype = req.mimetype
+    if mimetype == FORM_TYPE:
+        return dict(req.form.to_dict())
+    if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+        raise PayloadError(
+            f"expected Content-Type application/json (or {FORM_TYPE}), "
+            f"got {req.content_type or 'none'}",
+            status=415,
+        )
+    raw = req.get_data(cache=False)
+    if not raw.strip():
+        raise PayloadError("the request body is empty; expected a JSON object", status=400)
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"the body is not valid JSON: {exc}", status=400) from exc
+    if not isinstance(payload, dict):
+        raise PayloadError(
+            f"expected a JSON object, got a JSON {type(payload).__name__}", status=422
+        )
+    return payload
+
+
+@retry(
+    retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+    stop=stop_after_delay(ENQUEUE_RETRY_WINDOW_S),
+    wait=wait_exponential(multiplier=0.05, max=0.5),
+    reraise=True,
+)
+def _enqueue_with_retry(target: DeliveryQueue, notification: Notification) -> list[Enqueued]:
+    return target.enqueue(notification)
+
+
+def accept(notification: Notification) -> tuple[dict[str, Any], int]:
+    """Queue one delivery per callback URL and describe what was queued."""
+    config = settings()
+    summary: dict[str, Any] = {
+        "transition": notification.transition,
+        "monitor_id": notification.monitor_id,
+        "event_id": notification.event_id,
+        "dedup_key": notification.dedup_key,
+    }
+    if not notification.callback_urls:
+        problems = find_callback_problems(notification.message, config.callback_keyword)
+        # A counter is not worth a 503 for a notification we would drop anyway.
+        with suppress(redis.RedisError):
+            queue().redis.hincrby(queue().keys.stats, "notifications_without_callback", 1)
+        log.info("notification %s has no callback line; nothing queued", notification.dedup_key)
+        return {
+            "status": "no_callback",
+            "detail": f"the message has no '{config.callback_keyword}: <url>' line for this "
+            "transition; nothing was queued",
+            "problems": problems,
+            "notification": summary,
+            "deliveries": [],
+        }, 202
+    try:
+        results = _enqueue_with_retry(queue(), notification)
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"the queue (Redis) is unavailable: {exc}") from exc
+    allow = CallbackAllowList(config.callback_allow) if config.callback_allow else None
+    deliveries = []
+    for result in results:
+        item: dict[str, Any] = {
+            "id": result.delivery_id,
+            "url": result.url,
+            "duplicate": not result.created,
+        }
+        if allow is not None and not allow.allows(result.url):
+            item["warning"] = allow.refusal(result.url).replace("no request was made", "")
+        deliveries.append(item)
+        log.info(
+            "delivery=%s monitor=%s event=%s url=%s %s",
+            result.delivery_id,
+            notification.monitor_id,
+            notification.event_id,
+            result.url,
+            "queued" if result.created else "duplicate ignored",
+        )
+    return {"status": "queued", "notification": summary, "deliveries": deliveries}, 202
+
+
+@bp.post("/webhooks/datadog")
+def datadog_webhook() -> tuple[dict[str, Any], int]:
+    authenticate()
+    payload = read_datadog_payload(request)
+    notification = parse_datadog_webhook(
+        payload, keyword=settings().callback_keyword, received_at_ms=now_ms()
+    )
+    return accept(notification)
+
+
+@bp.post("/webhooks/sns")
+def sns_webhook() -> tuple[dict[str, Any], int]:
+    authenticate()
+    config = settings()
+    message = parse_sns_envelope(
+        request.get_data(cache=False),
+        message_type_header=request.headers.get("x-amz-sns-message-type"),
+    )
+    if message.topic_arn not in config.sns_topics:
+        raise ForbiddenError(
+            f"SNS topic {message.topic_arn} is not in ROUTER_SNS_TOPICS "
+            f"({', '.join(config.sns_topics) or 'none set'})"
+        )
+    verifier: SnsVerifier = current_app.extensions["router.sns_verifier"]
+    verifier.verify(message)
+    if message.type == "SubscriptionConfirmation":
+        assert message.subscribe_url is not None
+        validate_subscribe_url(message.subscribe_url)
+        confirm: Callable[[str], None] = current_app.extensions["router.sns_confirm"]
+        try:
+            confirm(message.subscribe_url)
+        except Exception as exc:
+            raise QueueUnavailable(f"could not confirm the SNS subscription: {exc}") from exc
+        log.info("confirmed SNS subscription to %s", message.topic_arn)
+        return {"status": "subscribed", "topic_arn": message.topic_arn}, 200
+    if message.type == "UnsubscribeConfirmation":
+        log.warning("SNS says the subscription to %s was removed", message.topic_arn)
+        return {"status": "unsubscribed", "topic_arn": message.topic_arn}, 200
+    notification = notification_from_sns(
+        message, keyword=config.callback_keyword, received_at_ms=now_ms()
+    )
+    return accept(notification)

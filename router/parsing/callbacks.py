@@ -1,0 +1,188 @@
+"""Find the `circuit-breaker-callback: <url>` lines in a rendered monitor message.
+
+Datadog hands us the message as the user wrote it after rendering the conditionals, wrapped in
+Markdown (`%%%`), sometimes with HTML entities from escaped template variables. Everything
+here is about getting the URL the user meant out of that, or saying why there is none.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from router.config import DEFAULT_CALLBACK_KEYWORD
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# A template that JSON-encodes `$EVENT_MSG` twice delivers `\n` as two characters.
+_LITERAL_LINE_BREAK = re.compile(r"\\r\\n|\\r|\\n")
+# Invisible characters that copy-paste from chat and docs leaves inside lines.
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+
+# `[text](url)` or `[text](<url> "title")`; one level of balanced parentheses inside the URL.
+_MARKDOWN_LINK = re.compile(
+    r"\[[^\]]*\]\(\s*(?:<(?P<angled>[^<>]*)>|(?P<url>[^\s()]*(?:\([^\s()]*\)[^\s()]*)*))"
+    r"(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)"
+)
+# `<url>`, and Slack's `<url|label>`.
+_ANGLE_LINK = re.compile(r"<(?P<url>[^\s<>|]+)(?:\|[^<>]*)?>")
+# A bare value runs to the next whitespace, except inside `{{ ... }}` so a whole template
+# variable is reported rather than a fragment of it.
+_BARE_TOKEN = re.compile(r"(?:\{\{.*?\}\}|\S)+")
+_TEMPLATE_VARIABLE = re.compile(r"\{\{.*?\}\}")
+# CommonMark: a backslash before ASCII punctuation is an escape for that character.
+_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+# What a JSON-escape leak leaves at the end of a URL: `https://x/cb\n%%%`.
+_LEAKED_ESCAPE = re.compile(r"\\[nrt]")
+
+_LEADING_WRAPPERS = "*_~`'\"\u201c\u201d\u2018\u2019"
+# Sentence punctuation and Markdown emphasis are never the last character of a callback URL.
+_TRAILING_NOISE = ".,;:!?'\"*~`>\u201c\u201d\u2018\u2019"
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+_HTTP_SCHEMES = ("http", "https")
+
+
+@dataclass(frozen=True)
+class CallbackLine:
+    """One `<keyword>: <value>` occurrence; exactly one of `url` and `problem` is set."""
+
+    line: int
+    value: str
+    url: str | None
+    problem: str | None
+
+
+@lru_cache(maxsize=16)
+def _keyword_pattern(keyword: str) -> re.Pattern[str]:
+    # Not the tail of a longer word (`x-circuit-breaker-callback:`), though `_` may be emphasis;
+    # emphasis may sit on either side of the colon (`**circuit-breaker-callback:**`, `_..._:`).
+    return re.compile(rf"(?<![^\W_])(?<!-){re.escape(keyword)}[*_~]*\s*:[*_~]*", re.IGNORECASE)
+
+
+def scan_callback_lines(
+    message: str, keyword: str = DEFAULT_CALLBACK_KEYWORD
+) -> tuple[CallbackLine, ...]:
+    """Every keyword occurrence in `message`, in order, with its URL or why it has none."""
+    if not keyword.strip():
+        raise ValueError("the callback keyword must not be empty")
+    pattern = _keyword_pattern(keyword.strip())
+    if "\n" not in message and "\r" not in message:
+        message = _LITERAL_LINE_BREAK.sub("\n", message)
+    found: list[CallbackLine] = []
+    for number, raw_line in enumerate(_LINE_BREAK.split(message), start=1):
+        # Entities are decoded per line so that `&#10;` cannot shift the line numbers.
+        line = html.unescape(_INVISIBLE.sub("", raw_line))
+        matches = list(pattern.finditer(line))
+        for index, match in enumerate(matches):
+            end = matches[index + 1].start() if index + 1 < len(matches) else len(line)
+            value = line[match.end() : end].strip()
+            url, problem = _read_value(value, keyword.strip())
+            found.append(CallbackLine(number, value, url, problem))
+    return tuple(found)
+
+
+def extract_callback_urls(message: str, keyword: str = DEFAULT_CALLBACK_KEYWORD) -> tuple[str, ...]:
+    """The distinct usable callback URLs in `message`, in first-seen order."""
+    return distinct_urls(scan_callback_lines(message, keyword))
+
+
+def distinct_urls(lines: Iterable[CallbackLine]) -> tuple[str, ...]:
+    """The usable URLs of `lines`, each once (scheme and host compared case-insensitively)."""
+    urls: dict[str, str] = {}
+    for found in lines:
+        if found.url is not None:
+            urls.setdefault(_dedup_key(found.url), found.url)
+    return tuple(urls.values())
+
+
+def find_callback_problems(message: str, keyword: str = DEFAULT_CALLBACK_KEYWORD) -> list[str]:
+    """One line per keyword occurrence whose value is not a usable URL, e.g. for a 202 body."""
+    return [
+        f"line {found.line}: {found.problem}"
+        for found in scan_callback_lines(message, keyword)
+        if found.problem is not None
+    ]
+
+
+def _read_value(value: str, keyword: str) -> tuple[str | None, str | None]:
+    if not value:
+        return None, f'nothing follows "{keyword}:"; put the URL on the same line'
+    candidate = _unwrap(value)
+    if not candidate:
+        return None, f"{keyword}: {_quoted(value)} holds no URL"
+    problem = _url_problem(candidate)
+    if problem:
+        return None, f"{keyword}: {_quoted(candidate)} {problem}"
+    return candidate, None
+
+
+def _unwrap(value: str) -> str:
+    """The URL inside Markdown links, angle brackets, backticks and emphasis."""
+    stripped = value.lstrip(_LEADING_WRAPPERS)
+    underscored = "_" in value[: len(value) - len(stripped)]
+    for pattern in (_MARKDOWN_LINK, _ANGLE_LINK):
+        link = pattern.match(stripped)
+        if link:
+            # An explicit link target is taken as written: its end is not sentence punctuation.
+            target = link.group("url") if link.group("url") is not None else link.group("angled")
+            return _MARKDOWN_ESCAPE.sub(r"\1", target.strip())
+    token_match = _BARE_TOKEN.match(stripped.lstrip("[(<"))
+    token = token_match.group(0) if token_match else ""
+    token = _MARKDOWN_ESCAPE.sub(r"\1", token)
+    leaked = _LEAKED_ESCAPE.search(token)
+    if leaked:
+        token = token[: leaked.start()]
+    return _trim_trailing(token, underscored)
+
+
+def _trim_trailing(token: str, underscored: bool) -> str:
+    while token:
+        last = token[-1]
+        if token.endswith("%%%"):
+            token = token[:-3]
+        elif last in _TRAILING_NOISE or (underscored and last == "_"):
+            token = token[:-1]
+        elif last in _CLOSERS and token.count(last) > token.count(_CLOSERS[last]):
+            # `(see https://x/cb)`: the closer belongs to the prose, not to the URL.
+            token = token[:-1]
+        else:
+            break
+    return token
+
+
+def _url_problem(url: str) -> str | None:
+    variable = _TEMPLATE_VARIABLE.search(url)
+    if variable:
+        return (
+            f"contains the template variable {variable.group(0)}: the router would call "
+            "whatever Datadog renders there"
+        )
+    if "\\" in url:
+        return "contains a backslash"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme.lower() not in _HTTP_SCHEMES:
+        return "is not an http(s) URL"
+    if not parts.hostname:
+        return "has no host"
+    return None
+
+
+def _dedup_key(url: str) -> str:
+    # Scheme and host are case-insensitive; userinfo, path and query are not.
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}{at}{hostport.lower()}"
+    return parts._replace(scheme=parts.scheme.lower(), netloc=netloc).geturl()
+
+
+def _quoted(text: str, limit: int = 120) -> str:
+    shown = text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    return json.dumps(shown, ensure_ascii=False)

@@ -1,0 +1,294 @@
+"""`router worker`: takes deliveries off the queue and calls the services' callbacks.
+
+Any number of worker processes, on any machines, share one consumer group. Each process runs
+up to `ROUTER_WORKER_CONCURRENCY` deliveries at once in threads, and no more than
+`ROUTER_PER_ENDPOINT_CONCURRENCY` to one endpoint, so a slow or dead endpoint holds up no
+other. SIGTERM stops reading and lets in-flight attempts finish; whatever a killed worker held
+stays pending in Redis and another worker reclaims it after `ROUTER_CLAIM_IDLE`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from types import FrameType
+from urllib.parse import urlsplit
+
+import redis
+
+from router.allowlist import CallbackAllowList
+from router.callback_body import build_callback_body
+from router.config import Settings, format_duration
+from router.delivery import AttemptResult, CallbackSender
+from router.keys import RouterKeys
+from router.model import Enrichment, Notification
+from router.queue import Claim, Delivery, DeliveryQueue, now_ms
+from router.redis_conn import connect
+from router.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+EnrichFn = Callable[[Notification, float], Enrichment]
+
+# Short enough that a stop request or a due retry is noticed within half a second.
+READ_BLOCK_MS = 500
+# How often due retries are moved back to the stream.
+MOVE_DUE_INTERVAL_S = 0.2
+HEARTBEAT_INTERVAL_S = 5.0
+# A delivery whose worker died this many times is poison, not bad luck: park it for a person.
+MAX_RECLAIMS = 5
+# An endpoint already at its concurrency limit: look again shortly, without counting an attempt.
+ENDPOINT_BUSY_DEFER_MS = 1000
+# Backoff while Redis is unreachable, so a restart storm does not hammer it.
+REDIS_BACKOFF_MAX_S = 5.0
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
+
+
+def _no_enrichment(_notification: Notification, _budget_s: float) -> Enrichment:
+    return Enrichment.none("enrichment is not configured (DD_API_KEY/DD_APP_KEY unset)")
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: redis.Redis | None = None,
+        sender: CallbackSender | None = None,
+        enrich: EnrichFn | None = None,
+        name: str | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        secret = settings.require_worker()
+        self.settings = settings
+        self.redis = client or connect(settings.require_redis())
+        self.queue = DeliveryQueue(
+            self.redis, RouterKeys(settings.key_prefix), retention_s=settings.delivery_retention_s
+        )
+        self.policy = RetryPolicy(settings.retry_schedule, rng=rng)
+        self.allow = CallbackAllowList(settings.callback_allow)
+        self.sender = sender or CallbackSender(secret, timeout_s=settings.delivery_timeout_s)
+        self.enrich = enrich or _no_enrichment
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._stop = threading.Event()
+        self._lock = threading.Condition()
+        self._in_flight = 0
+        self._by_origin: Counter[str] = Counter()
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.worker_concurrency, thread_name_prefix="deliver"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            if self._stop.is_set():
+                log.warning("second %s: exiting now; held deliveries will be reclaimed", signum)
+                os._exit(1)
+            log.info("signal %s: finishing in-flight deliveries, then stopping", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        log.info(
+            "worker %s started: concurrency %d (%d per endpoint), retry schedule %s",
+            self.name,
+            self.settings.worker_concurrency,
+            self.settings.per_endpoint_concurrency,
+            ",".join(format_duration(s) for s in self.settings.retry_schedule),
+        )
+        backoff = 0.0
+        next_move = next_reclaim = next_heartbeat = 0.0
+        group_ready = False
+        while not self._stop.is_set():
+            try:
+                if not group_ready:
+                    self.queue.ensure_group()
+                    group_ready = True
+                now = time.monotonic()
+                if now >= next_move:
+                    self.queue.move_due()
+                    next_move = now + MOVE_DUE_INTERVAL_S
+                if now >= next_heartbeat:
+                    self.redis.hset(self.queue.keys.worker_heartbeats, self.name, now_ms())
+                    next_heartbeat = now + HEARTBEAT_INTERVAL_S
+                if now >= next_reclaim:
+                    self._dispatch_reclaimed()
+                    next_reclaim = now + max(self.settings.claim_idle_s / 4, 1.0)
+                self._dispatch_new()
+                if backoff:
+                    log.info("Redis is reachable again; worker %s resumes", self.name)
+                backoff = 0.0
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    # The stream or group vanished (Redis restarted without persistence).
+                    log.warning("consumer group missing; creating it again")
+                    self.queue.ensure_group()
+                    continue
+                log.exception("unexpected Redis error in the worker loop")
+                backoff = self._back_off(backoff)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not backoff:
+                    log.error("Redis unreachable (%s); retrying with backoff", exc)
+                group_ready = False
+                backoff = self._back_off(backoff)
+            except Exception:
+                log.exception("unexpected error in the worker loop")
+                backoff = self._back_off(backoff)
+        self._drain()
+
+    def _back_off(self, current: float) -> float:
+        delay = min(max(current * 2, 0.1), REDIS_BACKOFF_MAX_S)
+        self._stop.wait(delay)
+        return delay
+
+    def _drain(self) -> None:
+        with self._lock:
+            if self._in_flight:
+                log.info("waiting for %d in-flight deliveries", self._in_flight)
+        self._executor.shutdown(wait=True)
+        self.sender.close()
+        with suppress(redis.RedisError):
+            self.redis.hdel(self.queue.keys.worker_heartbeats, self.name)
+        log.info("worker %s stopped", self.name)
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.settings.worker_concurrency - self._in_flight
+
+    def _dispatch_new(self) -> None:
+        free = self._free_slots()
+        if free <= 0:
+            with self._lock:
+                self._lock.wait(READ_BLOCK_MS / 1000)
+            return
+        for claim in self.queue.read(self.name, count=free, block_ms=READ_BLOCK_MS):
+            self._submit(claim)
+
+    def _dispatch_reclaimed(self) -> None:
+        free = self._free_slots()
+        if free <= 0:
+            return
+        min_idle_ms = int(self.settings.claim_idle_s * 1000)
+        for claim in self.queue.reclaim(self.name, min_idle_ms, count=free):
+            log.warning("delivery=%s reclaimed from a worker that stopped", claim.delivery_id)
+            self._submit(claim)
+
+    def _submit(self, claim: Claim) -> None:
+        with self._lock:
+            self._in_flight += 1
+        self._executor.submit(self._handle, claim)
+
+    def _handle(self, claim: Claim) -> None:
+        try:
+            self._handle_claim(claim)
+        except Exception:
+            # Left pending in Redis: a worker reclaims it after ROUTER_CLAIM_IDLE.
+            log.exception(
+                "delivery=%s failed inside the worker; it stays queued", claim.delivery_id
+            )
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._lock.notify_all()
+
+    def _handle_claim(self, claim: Claim) -> None:
+        delivery = self.queue.load(claim.delivery_id)
+        if delivery is None or delivery.status in ("delivered", "dead"):
+            self.queue.ack(claim)
+            return
+        if delivery.reclaims > MAX_RECLAIMS:
+            self._dead(
+                claim,
+                delivery,
+                f"a worker stopped {delivery.reclaims} times while holding this delivery; "
+                "parked so it cannot take more workers down",
+            )
+            return
+        if not self.allow.allows(delivery.url):
+            self._dead(claim, delivery, self.allow.refusal(delivery.url))
+            return
+        origin = _origin(delivery.url)
+        with self._lock:
+            busy = self._by_origin[origin] >= self.settings.per_endpoint_concurrency
+            if not busy:
+                self._by_origin[origin] += 1
+        if busy:
+            self.queue.defer(claim, delivery.id, ENDPOINT_BUSY_DEFER_MS)
+            return
+        try:
+            self._attempt(claim, delivery)
+        finally:
+            with self._lock:
+                self._by_origin[origin] -= 1
+
+    def _enrichment(self, delivery: Delivery) -> Enrichment:
+        try:
+            return self.enrich(delivery.notification, self.settings.enrich_budget_s)
+        except Exception as exc:
+            log.exception("delivery=%s enrichment failed; sending without it", delivery.id)
+            return Enrichment.none(f"enrichment failed: {exc}")
+
+    def _attempt(self, claim: Claim, delivery: Delivery) -> None:
+        if delivery.attempts_this_round == 0:
+            trigger = "replay" if delivery.replays else "first"
+        else:
+            trigger = "retry"
+        body = build_callback_body(delivery.id, delivery.notification, self._enrichment(delivery))
+        result = self.sender.send(delivery.id, delivery.url, body)
+        number = len(delivery.attempts) + 1
+        delivery.attempts.append(result.to_dict(number, trigger))
+        notification = delivery.notification
+        log.info(
+            "delivery=%s monitor=%s event=%s attempt=%d url=%s -> %s (%s) in %dms",
+            delivery.id,
+            notification.monitor_id,
+            notification.event_id,
+            number,
+            delivery.url,
+            result.outcome,
+            result.status or result.error,
+            result.duration_ms,
+        )
+        if result.outcome == "delivered":
+            self.queue.complete(claim, delivery)
+        elif result.outcome == "permanent":
+            self._dead(claim, delivery, f"permanent failure: {result.error}")
+        else:
+            self._retry_or_give_up(claim, delivery, result)
+
+    def _retry_or_give_up(self, claim: Claim, delivery: Delivery, result: AttemptResult) -> None:
+        delay = self.policy.next_delay(delivery.attempts_this_round, result.retry_after_s)
+        if delay is None:
+            self._dead(
+                claim,
+                delivery,
+                f"gave up after {delivery.attempts_this_round} attempts; last: {result.error}",
+            )
+            return
+        self.queue.schedule_retry(claim, delivery, now_ms() + int(delay * 1000))
+
+    def _dead(self, claim: Claim, delivery: Delivery, reason: str) -> None:
+        log.warning("delivery=%s url=%s dead-lettered: %s", delivery.id, delivery.url, reason)
+        self.queue.dead_letter(claim, delivery, reason)

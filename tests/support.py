@@ -1,0 +1,168 @@
+"""Test helpers: a scriptable callback receiver, bounded waits, processes stopped by pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # test-only, 24 bytes
+INBOUND_TOKEN = "test-inbound-token-0123456789"
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records requests and answers from a script."""
+
+    server: ThreadingHTTPServer
+    requests: list[Received] = field(default_factory=list)
+    # Statuses to answer in order; when exhausted, `default_status`.
+    script: list[int | tuple[int, Mapping[str, str]]] = field(default_factory=list)
+    default_status: int = 200
+    delay_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def respond(self) -> tuple[int, Mapping[str, str]]:
+        with self.lock:
+            step = self.script.pop(0) if self.script else self.default_status
+        return step if isinstance(step, tuple) else (step, {})
+
+    def record(self, received: Received) -> None:
+        with self.lock:
+            self.requests.append(received)
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length)
+            receiver.record(
+                Received(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
+                )
+            )
+            if receiver.delay_s:
+                time.sleep(receiver.delay_s)
+            status, headers = receiver.respond()
+            payload = json.dumps({"status": status}).encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def running_receiver() -> Iterator[Receiver]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    receiver = Receiver(server)
+    server.RequestHandlerClass = _handler(receiver)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def router_env(redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
+    """A complete environment for a router process under test."""
+    env = {
+        "REDIS_URL": redis_url,
+        "ROUTER_KEY_PREFIX": key_prefix,
+        "ROUTER_INBOUND_TOKEN": INBOUND_TOKEN,
+        "ROUTER_SIGNING_SECRET": SIGNING_SECRET,
+        "ROUTER_CALLBACK_ALLOW": "http://127.0.0.1",
+        "ROUTER_RETRY_SCHEDULE": "100ms,100ms,100ms",
+    }
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def process(
+    args: list[str], env: Mapping[str, str], *, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a child process; always stopped by pid (SIGTERM, then SIGKILL) when the block ends."""
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            args, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+
+def router_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "router", *args]
+
+
+def wait_http(url: str, *, timeout: float = 15.0) -> None:
+    def up() -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, timeout=timeout, what=f"{url} to answer")

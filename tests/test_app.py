@@ -1,0 +1,198 @@
+"""The web app: authentication, payload checks, durable 202, health, metrics."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import redis as redis_lib
+
+from router.app import create_app
+from router.errors import ConfigError
+from tests.payloads import custom_payload, default_payload
+from tests.support import INBOUND_TOKEN, router_env
+
+CALLBACK = "http://127.0.0.1:9/breaker/callback"
+AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
+
+
+@pytest.fixture
+def app(redis_url, key_prefix):
+    return create_app(router_env(redis_url, key_prefix))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def post(client, payload, headers=AUTH, **kwargs):
+    return client.post("/webhooks/datadog", json=payload, headers=headers, **kwargs)
+
+
+def test_custom_payload_is_queued_and_described(client, redis, key_prefix):
+    response = post(client, custom_payload(CALLBACK))
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "queued"
+    assert body["notification"]["transition"] == "alert"
+    assert body["notification"]["monitor_id"] == "155844758"
+    [delivery] = body["deliveries"]
+    assert delivery["url"] == CALLBACK and delivery["duplicate"] is False
+    # Durable before the answer: the record and the stream entry are in Redis now.
+    assert redis.hget(f"{key_prefix}:delivery:{delivery['id']}", "url") == CALLBACK
+    assert redis.xlen(f"{key_prefix}:deliveries") == 1
+
+
+def test_a_sender_retry_does_not_create_a_second_delivery(client, redis, key_prefix):
+    first = post(client, custom_payload(CALLBACK)).get_json()
+    second = post(client, custom_payload(CALLBACK)).get_json()
+    assert second["deliveries"][0]["id"] == first["deliveries"][0]["id"]
+    assert second["deliveries"][0]["duplicate"] is True
+    assert redis.xlen(f"{key_prefix}:deliveries") == 1
+
+
+def test_the_default_payload_is_accepted(client):
+    response = post(client, default_payload(CALLBACK))
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["notification"]["monitor_id"] == "309811"
+    assert body["notification"]["event_id"] == "3089904566766935419"
+
+
+def test_form_encoded_payload_is_accepted(client):
+    response = client.post("/webhooks/datadog", data=custom_payload(CALLBACK), headers=AUTH)
+    assert response.status_code == 202, response.get_json()
+
+
+def test_no_callback_line_is_accepted_and_says_so(client, redis, key_prefix):
+    payload = custom_payload(CALLBACK)
+    payload["body"] = "%%%\nNothing for the router here\n%%%"
+    response = post(client, payload)
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "no_callback" and body["deliveries"] == []
+    assert "circuit-breaker-callback" in body["detail"]
+    assert redis.exists(f"{key_prefix}:deliveries") == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Authorization": f"Bearer {INBOUND_TOKEN}"}, id="bearer"),
+        pytest.param({"X-Router-Token": INBOUND_TOKEN}, id="header"),
+        pytest.param(
+            {"Authorization": "Basic " + base64.b64encode(f"dd:{INBOUND_TOKEN}".encode()).decode()},
+            id="basic-password",
+        ),
+    ],
+)
+def test_the_token_is_accepted_where_datadog_can_put_it(client, headers):
+    assert post(client, custom_payload(CALLBACK), headers=headers).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        pytest.param({}, "no credentials", id="missing"),
+        pytest.param({"Authorization": "Bearer nope"}, "not ROUTER_INBOUND_TOKEN", id="wrong"),
+        pytest.param(
+            {"X-Router-Token": INBOUND_TOKEN[:-1]}, "not ROUTER_INBOUND_TOKEN", id="prefix"
+        ),
+    ],
+)
+def test_bad_credentials_are_401_with_a_reason(client, headers, expected, redis, key_prefix):
+    response = post(client, custom_payload(CALLBACK), headers=headers)
+    assert response.status_code == 401
+    assert expected in response.get_json()["error"]
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert redis.exists(f"{key_prefix}:deliveries") == 0
+
+
+def test_unauthenticated_mode_must_be_chosen_on_purpose(redis_url, key_prefix):
+    env = router_env(redis_url, key_prefix)
+    del env["ROUTER_INBOUND_TOKEN"]
+    with pytest.raises(ConfigError, match="ROUTER_INBOUND_TOKEN"):
+        create_app(env)
+    app = create_app({**env, "ROUTER_INBOUND_AUTH": "none"})
+    assert post(app.test_client(), custom_payload(CALLBACK), headers={}).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "data, content_type, status, expected",
+    [
+        pytest.param(b"{not json", "application/json", 400, "not valid JSON", id="not-json"),
+        pytest.param(b"", "application/json", 400, "empty", id="empty"),
+        pytest.param(b"[1, 2]", "application/json", 422, "expected a JSON object", id="array"),
+        pytest.param(b"{}", "text/plain", 415, "Content-Type", id="content-type"),
+        pytest.param(b"{}", None, 415, "Content-Type", id="no-content-type"),
+        pytest.param(b"{}", "application/json", 422, "body", id="missing-fields"),
+        pytest.param(
+            json.dumps({**custom_payload(CALLBACK), "date": "yesterday"}).encode(),
+            "application/json",
+            422,
+            "date",
+            id="bad-date",
+        ),
+        pytest.param(
+            json.dumps({**custom_payload(CALLBACK), "title": {"x": 1}}).encode(),
+            "application/json",
+            422,
+            "title",
+            id="wrong-type",
+        ),
+    ],
+)
+def test_bad_payloads_get_a_4xx_naming_the_problem(client, data, content_type, status, expected):
+    headers = dict(AUTH)
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = client.post("/webhooks/datadog", data=data, headers=headers)
+    assert response.status_code == status, response.get_json()
+    assert expected in response.get_json()["error"]
+
+
+def test_a_body_over_the_limit_is_413(redis_url, key_prefix):
+    app = create_app(router_env(redis_url, key_prefix, ROUTER_MAX_BODY_BYTES="2048"))
+    payload = custom_payload(CALLBACK)
+    payload["body"] += "x" * 4096
+    response = post(app.test_client(), payload)
+    assert response.status_code == 413
+    assert "2048" in response.get_json()["error"]
+
+
+def test_unknown_paths_and_methods_answer_json(client):
+    assert client.get("/nope").get_json()["status"] == 404
+    response = client.get("/webhooks/datadog")
+    assert response.status_code == 405 and "error" in response.get_json()
+
+
+def test_redis_down_is_503_not_500(key_prefix):
+    dead = redis_lib.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, decode_responses=True
+    )
+    app = create_app(router_env("redis://127.0.0.1:1/0", key_prefix), redis_client=dead)
+    client = app.test_client()
+    response = post(client, custom_payload(CALLBACK))
+    assert response.status_code == 503
+    assert "Redis" in response.get_json()["error"] and response.headers["Retry-After"]
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_and_metrics(client):
+    assert client.get("/readyz").get_json()["checks"]["redis"] == "ok"
+    post(client, custom_payload(CALLBACK))
+    post(client, custom_payload(CALLBACK))
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "breaker_router_redis_up 1.0" in text
+    assert 'breaker_router_queue_depth{state="ready"} 1.0' in text
+    assert "breaker_router_deliveries_accepted_total 1.0" in text
+    assert "breaker_router_deliveries_duplicate_total 1.0" in text
+
+
+def test_missing_redis_url_names_the_variable(key_prefix):
+    env = router_env("", key_prefix)
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        create_app(env)

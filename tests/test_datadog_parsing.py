@@ -1,0 +1,476 @@
+"""Datadog Webhooks integration payloads to Notifications (router.parsing.datadog)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from router.errors import PayloadError
+from router.model import Notification
+from router.parsing.datadog import parse_datadog_webhook
+from tests.test_callbacks import CB, TRIGGERED_BODY
+
+KEYWORD = "circuit-breaker-callback"
+RECEIVED = 1_700_000_000_123
+
+EVENT_TAGS = (
+    "availability-zone:us-west-1a,host:i-3b93aafb,image:ami-9f305fff,instance-type:c3.large,"
+    "kernel:none,monitor,org:6585,region:us-west-1,role:dock,security-group:sg-59a3503c,"
+    "security-group:sg-cb8e7dae"
+)
+
+# The real 2015 capture's own template: event_id=$ID, event_tags=$TAGS, no $ALERT_ID.
+CAPTURED: dict[str, Any] = {
+    "alert_transition": "Triggered",
+    "body": TRIGGERED_BODY,
+    "date": "1448435530000",
+    "event_id": "3089904566766935419",
+    "event_tags": EVENT_TAGS,
+    "event_type": "metric_alert_monitor",
+    "link": "https://app.datadoghq.com/event/event?id=3089904566766935419",
+    "secret": "I_solemnly_swear_that_I_am_up_to_no_good",
+    "title": "[Triggered on {host:i-3b93aafb}] Dock is almost out of memory...",
+}
+
+# The integration's default payload, rendered.
+DEFAULT: dict[str, Any] = {
+    "body": TRIGGERED_BODY,
+    "last_updated": "1448435530000",
+    "event_type": "query_alert_monitor",
+    "title": "[Triggered on {host:i-3b93aafb}] Dock is almost out of memory...",
+    "date": "1448435530000",
+    "org": {"id": "6585", "name": "Runnable"},
+    "id": "3089904566766935419",
+}
+
+# Our recommended custom payload, rendered.
+RECOMMENDED: dict[str, Any] = {
+    "id": "7345023619263187422",
+    "alert_id": "155844758",
+    "alert_transition": "Re-Triggered",
+    "alert_type": "error",
+    "alert_cycle_key": "7345011207331812113",
+    "alert_scope": "bank_code:0001,env:prod",
+    "title": "[P1] [Re-Triggered on {bank_code:0001,env:prod}] Bank API errors",
+    "body": f"%%%\nBank 0001 errors @webhook-breaker-router\ncircuit-breaker-callback: {CB}\n%%%",
+    "date": "1700000000000",
+    "tags": "monitor, bank_code:0001, env:prod, team:payments",
+    "link": "https://app.datadoghq.com/event/jump_to?event_id=7345023619263187422",
+    "org_id": "11023",
+    "event_type": "query_alert_monitor",
+}
+
+
+def parse(payload: dict[str, Any], keyword: str = KEYWORD) -> Notification:
+    return parse_datadog_webhook(payload, keyword=keyword, received_at_ms=RECEIVED)
+
+
+def test_real_capture_with_hand_written_aliases() -> None:
+    assert parse(CAPTURED) == Notification(
+        source="datadog",
+        dedup_key="datadog:3089904566766935419:alert",
+        transition="alert",
+        datadog_transition="Triggered",
+        renotification=False,
+        title="[Triggered on {host:i-3b93aafb}] Dock is almost out of memory...",
+        message=TRIGGERED_BODY,
+        callback_urls=(CB,),
+        received_at_ms=RECEIVED,
+        event_id="3089904566766935419",
+        monitor_id="309811",
+        event_time_ms=1448435530000,
+        tags=tuple(EVENT_TAGS.split(",")),
+        scope="host:i-3b93aafb",
+        link="https://app.datadoghq.com/event/event?id=3089904566766935419",
+        event_type="metric_alert_monitor",
+    )
+
+
+def test_default_payload_takes_monitor_id_from_links_and_transition_from_title() -> None:
+    assert parse(DEFAULT) == Notification(
+        source="datadog",
+        dedup_key="datadog:3089904566766935419:alert",
+        transition="alert",
+        datadog_transition="Triggered",
+        renotification=False,
+        title="[Triggered on {host:i-3b93aafb}] Dock is almost out of memory...",
+        message=TRIGGERED_BODY,
+        callback_urls=(CB,),
+        received_at_ms=RECEIVED,
+        event_id="3089904566766935419",
+        monitor_id="309811",
+        event_time_ms=1448435530000,
+        scope="host:i-3b93aafb",
+        org_id="6585",
+        event_type="query_alert_monitor",
+    )
+
+
+def test_recommended_payload() -> None:
+    assert parse(RECOMMENDED) == Notification(
+        source="datadog",
+        dedup_key="datadog:7345023619263187422:alert",
+        transition="alert",
+        datadog_transition="Re-Triggered",
+        renotification=True,
+        title="[P1] [Re-Triggered on {bank_code:0001,env:prod}] Bank API errors",
+        message=RECOMMENDED["body"],
+        callback_urls=(CB,),
+        received_at_ms=RECEIVED,
+        event_id="7345023619263187422",
+        monitor_id="155844758",
+        event_time_ms=1700000000000,
+        tags=("monitor", "bank_code:0001", "env:prod", "team:payments"),
+        scope="bank_code:0001,env:prod",
+        alert_cycle_key="7345011207331812113",
+        link="https://app.datadoghq.com/event/jump_to?event_id=7345023619263187422",
+        org_id="11023",
+        alert_type="error",
+        event_type="query_alert_monitor",
+    )
+
+
+def test_notification_survives_the_queue_round_trip() -> None:
+    notification = parse(RECOMMENDED)
+    assert Notification.from_dict(json.loads(json.dumps(notification.to_dict()))) == notification
+
+
+@pytest.mark.parametrize(
+    ("alert_transition", "expected"),
+    [
+        pytest.param("Triggered", ("alert", "Triggered", False), id="triggered"),
+        pytest.param("Re-Triggered", ("alert", "Re-Triggered", True), id="re-triggered"),
+        pytest.param("Warn", ("warning", "Warn", False), id="warn"),
+        pytest.param("Re-Warn", ("warning", "Re-Warn", True), id="re-warn"),
+        pytest.param("Recovered", ("recovery", "Recovered", False), id="recovered"),
+        pytest.param("No Data", ("no_data", "No Data", False), id="no-data"),
+        pytest.param("Re-No Data", ("no_data", "Re-No Data", True), id="re-no-data"),
+        pytest.param("Renotify", ("renotify", "Renotify", True), id="renotify"),
+        pytest.param(" no   data ", ("no_data", "no data", False), id="spacing-and-case"),
+    ],
+)
+def test_alert_transition_values(alert_transition: str, expected: tuple[str, str, bool]) -> None:
+    payload = {**RECOMMENDED, "alert_transition": alert_transition, "title": "Bank API errors"}
+    notification = parse(payload)
+    assert (
+        notification.transition,
+        notification.datadog_transition,
+        notification.renotification,
+    ) == expected
+    assert notification.dedup_key == f"datadog:7345023619263187422:{expected[0]}"
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        pytest.param(
+            "[Triggered on {host:i-3b93aafb}] Dock is almost out of memory...",
+            ("alert", "Triggered", False, "host:i-3b93aafb"),
+            id="triggered-on-scope",
+        ),
+        pytest.param(
+            "[P1] [Recovered on {bank_code:0001,env:prod}] Bank API errors",
+            ("recovery", "Recovered", False, "bank_code:0001,env:prod"),
+            id="priority-then-recovered",
+        ),
+        pytest.param("[Warn] CPU Load", ("warning", "Warn", False, None), id="warn-no-scope"),
+        pytest.param(
+            "[Re-Triggered on {bank_code:0002}] Bank API errors",
+            ("alert", "Re-Triggered", True, "bank_code:0002"),
+            id="re-triggered",
+        ),
+        pytest.param(
+            "[No Data on {host:a}] Heartbeat", ("no_data", "No Data", False, "host:a"), id="no-data"
+        ),
+    ],
+)
+def test_transition_and_scope_from_title(
+    title: str, expected: tuple[str, str, bool, str | None]
+) -> None:
+    payload = {**DEFAULT, "title": title}
+    notification = parse(payload)
+    assert (
+        notification.transition,
+        notification.datadog_transition,
+        notification.renotification,
+        notification.scope,
+    ) == expected
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param(
+            {"alert_transition": "Recovered"},
+            ("recovery", "Recovered", "bank_code:0001,env:prod"),
+            id="alert-transition-wins-over-title",
+        ),
+        pytest.param(
+            {"alert_transition": "Null"},
+            ("alert", "Re-Triggered", "bank_code:0001,env:prod"),
+            id="unknown-name-falls-back-to-title",
+        ),
+        pytest.param(
+            {"alert_transition": "$ALERT_TRANSITION"},
+            ("alert", "Re-Triggered", "bank_code:0001,env:prod"),
+            id="unfilled-falls-back-to-title",
+        ),
+        pytest.param(
+            {"alert_scope": ""},
+            ("alert", "Re-Triggered", "bank_code:0001,env:prod"),
+            id="scope-from-title-when-empty",
+        ),
+        pytest.param(
+            {"alert_scope": "bank_code:0009", "title": "Bank API errors"},
+            ("alert", "Re-Triggered", "bank_code:0009"),
+            id="alert-scope-wins",
+        ),
+        pytest.param(
+            {"alert_scope": None, "scope": "bank_code:0007"},
+            ("alert", "Re-Triggered", "bank_code:0007"),
+            id="scope-alias",
+        ),
+        pytest.param(
+            {"alert_transition": None, "transition": "Warn"},
+            ("warning", "Warn", "bank_code:0001,env:prod"),
+            id="transition-alias",
+        ),
+    ],
+)
+def test_transition_and_scope_precedence(
+    changes: dict[str, Any], expected: tuple[str, str, str | None]
+) -> None:
+    payload = {k: v for k, v in {**RECOMMENDED, **changes}.items() if v is not None}
+    notification = parse(payload)
+    assert (notification.transition, notification.datadog_transition, notification.scope) == (
+        expected
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "expected"),
+    [
+        pytest.param({"date": "1448435530"}, "event_time_ms", 1448435530000, id="date-seconds"),
+        pytest.param({"date": "1448435530.25"}, "event_time_ms", 1448435530250, id="date-frac-s"),
+        pytest.param({"date": 1448435530000}, "event_time_ms", 1448435530000, id="date-int"),
+        pytest.param({"date": " 1448435530000 "}, "event_time_ms", 1448435530000, id="date-pad"),
+        pytest.param({"date": "$DATE"}, "event_time_ms", None, id="date-unfilled"),
+        pytest.param({"id": 2**63 - 1}, "event_id", "9223372036854775807", id="id-int-exact"),
+        pytest.param({"id": "$ID"}, "event_id", "7345023619263187422", id="id-from-link"),
+        pytest.param({"id": "", "link": ""}, "event_id", None, id="no-event-id"),
+        pytest.param(
+            {"id": None, "event_id": "3089904566766935419"},
+            "event_id",
+            "3089904566766935419",
+            id="event-id-alias",
+        ),
+        pytest.param(
+            {
+                "id": "$ID",
+                "link": "$LINK",
+                "body": "see https://app.datadoghq.com/event/event?id=42",
+            },
+            "event_id",
+            "42",
+            id="event-id-from-body",
+        ),
+        pytest.param({"alert_id": 155844758}, "monitor_id", "155844758", id="alert-id-int"),
+        pytest.param(
+            {"alert_id": "$ALERT_ID", "body": TRIGGERED_BODY}, "monitor_id", "309811", id="links"
+        ),
+        pytest.param(
+            {"alert_id": None, "monitor_id": "77"}, "monitor_id", "77", id="monitor-alias"
+        ),
+        pytest.param({"alert_id": ""}, "monitor_id", None, id="no-monitor-id"),
+        pytest.param(
+            {"tags": ["env:prod", " bank_code:0001 ", ""]},
+            "tags",
+            ("env:prod", "bank_code:0001"),
+            id="tags-list",
+        ),
+        pytest.param({"tags": "a:b,c"}, "tags", ("a:b", "c"), id="tags-no-spaces"),
+        pytest.param({"tags": "$TAGS"}, "tags", (), id="tags-unfilled"),
+        pytest.param({"org_id": 11023}, "org_id", "11023", id="org-id-int"),
+        pytest.param({"org_id": "$ORG_ID"}, "org_id", None, id="org-id-unfilled"),
+        pytest.param({"alert_cycle_key": "$ALERT_CYCLE_KEY"}, "alert_cycle_key", None, id="cycle"),
+        pytest.param({"alert_type": "  "}, "alert_type", None, id="blank-is-absent"),
+        pytest.param({"link": "$LINK"}, "link", None, id="link-unfilled"),
+    ],
+)
+def test_field_values(changes: dict[str, Any], field: str, expected: object) -> None:
+    payload = {k: v for k, v in {**RECOMMENDED, **changes}.items() if v is not None}
+    assert getattr(parse(payload), field) == expected
+
+
+@pytest.mark.parametrize(
+    ("org", "expected"),
+    [
+        pytest.param({"id": 6585, "name": "Runnable"}, "6585", id="int"),
+        pytest.param({"id": "$ORG_ID", "name": "$ORG_NAME"}, None, id="unfilled"),
+        pytest.param({"name": "Runnable"}, None, id="no-id"),
+    ],
+)
+def test_default_payload_org_id(org: dict[str, Any], expected: str | None) -> None:
+    assert parse({**DEFAULT, "org": org}).org_id == expected
+
+
+@pytest.mark.parametrize(
+    ("body_key", "extra"),
+    [
+        pytest.param("text_only_msg", {}, id="text-only-msg"),
+        pytest.param("message", {}, id="message"),
+        pytest.param("event_msg", {}, id="event-msg"),
+        pytest.param("text_only_msg", {"body": "$EVENT_MSG"}, id="unfilled-body-falls-through"),
+    ],
+)
+def test_body_aliases(body_key: str, extra: dict[str, Any]) -> None:
+    payload = {k: v for k, v in RECOMMENDED.items() if k != "body"}
+    payload |= {body_key: f"circuit-breaker-callback: {CB}", **extra}
+    notification = parse(payload)
+    assert notification.callback_urls == (CB,)
+    assert notification.message == f"circuit-breaker-callback: {CB}"
+
+
+def test_body_wins_over_text_only_msg() -> None:
+    payload = {**RECOMMENDED, "text_only_msg": "circuit-breaker-callback: https://other.example/cb"}
+    assert parse(payload).callback_urls == (CB,)
+
+
+def test_configured_keyword_is_used() -> None:
+    payload = {**RECOMMENDED, "body": "breaker-hook: https://a.example/cb\n" + RECOMMENDED["body"]}
+    assert parse(payload, keyword="breaker-hook").callback_urls == ("https://a.example/cb",)
+
+
+def test_body_without_callback_line_parses_with_no_urls() -> None:
+    notification = parse({**DEFAULT, "body": "%%%\nDisk is full @webhook-router\n%%%"})
+    assert notification.callback_urls == ()
+    assert notification.monitor_id is None
+
+
+def test_dedup_key_without_event_id_is_a_digest_of_the_payload() -> None:
+    payload = {k: v for k, v in RECOMMENDED.items() if k not in ("id", "link")}
+    same_keys_reordered = dict(reversed(list(payload.items())))
+    key = parse(payload).dedup_key
+    assert key.startswith("datadog:sha256:")
+    assert len(key) == len("datadog:sha256:") + 64
+    assert parse(same_keys_reordered).dedup_key == key
+    assert parse({**payload, "date": "1700000000001"}).dedup_key != key
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            {"body": None},
+            "field 'body': expected the monitor message ($EVENT_MSG), got no 'body' / 'event_msg'"
+            " / 'text_only_msg' / 'message' field",
+            id="body-missing",
+        ),
+        pytest.param(
+            {"body": "$EVENT_MSG"},
+            "field 'body': expected the monitor message ($EVENT_MSG), got \"$EVENT_MSG\" in 'body'",
+            id="body-unfilled",
+        ),
+        pytest.param(
+            {"body": "  "},
+            "field 'body': expected the monitor message ($EVENT_MSG), got \"  \" in 'body'",
+            id="body-blank",
+        ),
+        pytest.param(
+            {"body": {"text": "x"}},
+            "field 'body': expected a string, got an object",
+            id="body-object",
+        ),
+        pytest.param(
+            {"title": ["a"]}, "field 'title': expected a string, got an array", id="title-array"
+        ),
+        pytest.param(
+            {"alert_transition": True},
+            "field 'alert_transition': expected a string, got true",
+            id="transition-bool",
+        ),
+        pytest.param(
+            {"alert_scope": 5}, "field 'alert_scope': expected a string, got 5", id="scope-int"
+        ),
+        pytest.param(
+            {"date": "yesterday"},
+            "field 'date': expected epoch milliseconds as a string, got \"yesterday\"",
+            id="date-not-a-number",
+        ),
+        pytest.param(
+            {"date": "-1448435530000"},
+            "field 'date': expected epoch milliseconds as a string, got \"-1448435530000\"",
+            id="date-negative",
+        ),
+        pytest.param(
+            {"date": 1448435530000.0},
+            "field 'date': expected a string or an integer, got 1448435530000.0",
+            id="date-float",
+        ),
+        pytest.param(
+            {"id": 7.345023619263187e18},
+            "field 'id': expected a string or an integer, got 7.345023619263187e+18",
+            id="id-float-would-lose-digits",
+        ),
+        pytest.param(
+            {"alert_id": "monitor-1"},
+            "field 'alert_id': expected the monitor id ($ALERT_ID, digits), got \"monitor-1\"",
+            id="alert-id-not-digits",
+        ),
+        pytest.param(
+            {"tags": ["env:prod", 3]},
+            "field 'tags': expected comma-separated tags ($TAGS) or a list of strings, "
+            "got an array",
+            id="tags-list-with-number",
+        ),
+        pytest.param(
+            {"tags": {"env": "prod"}},
+            "field 'tags': expected a string, got an object",
+            id="tags-object",
+        ),
+        pytest.param(
+            {"org": "Runnable"},
+            "field 'org': expected an object with an 'id', got \"Runnable\"",
+            id="org-string",
+        ),
+        pytest.param(
+            {"org": {"id": ["6585"]}},
+            "field 'org.id': expected a string or an integer, got an array",
+            id="org-id-array",
+        ),
+        pytest.param(
+            {"alert_transition": "Exploded", "title": "Bank API errors"},
+            "field 'alert_transition': expected a Datadog $ALERT_TRANSITION (\"Triggered\", "
+            '"Re-Triggered", "Warn", "Re-Warn", "Recovered", "No Data", "Re-No Data", '
+            '"Renotify") or a title that starts with one in brackets, like "[Triggered on '
+            '{host:a}] ...", got "Exploded" and title "Bank API errors"',
+            id="unknown-transition-and-title",
+        ),
+        pytest.param(
+            {"alert_transition": None, "title": "[P1] Bank API errors"},
+            "field 'title': expected a Datadog $ALERT_TRANSITION (\"Triggered\", "
+            '"Re-Triggered", "Warn", "Re-Warn", "Recovered", "No Data", "Re-No Data", '
+            '"Renotify") or a title that starts with one in brackets, like "[Triggered on '
+            '{host:a}] ...", got no transition field and title "[P1] Bank API errors"',
+            id="no-transition-anywhere",
+        ),
+    ],
+)
+def test_payload_errors(changes: dict[str, Any], message: str) -> None:
+    payload = {k: v for k, v in {**RECOMMENDED, **changes}.items() if v is not None}
+    if "org" in changes:
+        payload.pop("org_id")
+    with pytest.raises(PayloadError) as caught:
+        parse(payload)
+    assert str(caught.value) == message
+    assert caught.value.status == 422
+
+
+def test_error_shortens_a_long_value() -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse({**RECOMMENDED, "date": "x" * 500})
+    assert str(caught.value) == (
+        "field 'date': expected epoch milliseconds as a string, got \"" + "x" * 78 + "\u2026"
+    )

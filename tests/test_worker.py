@@ -1,0 +1,174 @@
+"""The worker against real HTTP callbacks and a real Redis (worker in a thread)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from router.config import Settings
+from router.keys import RouterKeys
+from router.parsing.datadog import parse_datadog_webhook
+from router.queue import DeliveryQueue
+from router.worker import Worker
+from tests.payloads import custom_payload
+from tests.support import SIGNING_SECRET, Receiver, router_env, running_receiver, wait_for
+
+
+@contextmanager
+def running_worker(
+    redis_url: str, key_prefix: str, *receivers: Receiver, **env: str
+) -> Iterator[Worker]:
+    if receivers:
+        env.setdefault("ROUTER_CALLBACK_ALLOW", ",".join(r.url for r in receivers))
+    worker = Worker(Settings.from_env(router_env(redis_url, key_prefix, **env)), rng=lambda: 0.5)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "worker did not stop within 15s"
+
+
+def enqueue(redis, key_prefix, url, **payload_args):
+    queue = DeliveryQueue(redis, RouterKeys(key_prefix), retention_s=60)
+    notification = parse_datadog_webhook(
+        custom_payload(url, **payload_args), keyword="circuit-breaker-callback", received_at_ms=1
+    )
+    [enqueued] = queue.enqueue(notification)
+    return queue, enqueued.delivery_id
+
+
+def verify(received):
+    """The request verifies with the signing secret, as a service would check it."""
+    return Webhook(SIGNING_SECRET).verify(received.body, received.headers)
+
+
+def test_delivers_a_signed_callback_body(redis_url, redis, key_prefix):
+    with running_receiver() as receiver, running_worker(redis_url, key_prefix, receiver):
+        queue, delivery_id = enqueue(redis, key_prefix, f"{receiver.url}/cb")
+        wait_for(lambda: receiver.requests, what="the callback")
+        [request] = receiver.requests
+        body = verify(request)
+        assert request.headers["webhook-id"] == delivery_id
+        assert body["delivery_id"] == delivery_id
+        assert body["transition"] == "alert"
+        assert body["monitor"]["id"] == "155844758"
+        assert body["event"]["id"] == "7411112233445566778"
+        assert body["group"]["tags"] == ["bank_code:0001", "env:prod"]
+        assert body["enrichment"]["complete"] is False
+        wait_for(lambda: queue.load(delivery_id).status == "delivered", what="delivered")
+
+
+def test_two_failures_then_success_keep_one_webhook_id(redis_url, redis, key_prefix):
+    with running_receiver() as receiver, running_worker(redis_url, key_prefix, receiver):
+        receiver.script = [503, 500]
+        queue, delivery_id = enqueue(redis, key_prefix, f"{receiver.url}/cb")
+        wait_for(lambda: len(receiver.requests) == 3, what="three attempts")
+        wait_for(lambda: queue.load(delivery_id).status == "delivered", what="delivered")
+        assert {r.headers["webhook-id"] for r in receiver.requests} == {delivery_id}
+        for request in receiver.requests:
+            verify(request)
+        attempts = queue.load(delivery_id).attempts
+        assert [(a["status"], a["outcome"], a["trigger"]) for a in attempts] == [
+            (503, "retry", "first"),
+            (500, "retry", "retry"),
+            (200, "delivered", "retry"),
+        ]
+
+
+def test_a_400_is_dead_lettered_at_once_then_replayed(redis_url, redis, key_prefix):
+    with running_receiver() as receiver, running_worker(redis_url, key_prefix, receiver):
+        receiver.script = [400]
+        queue, delivery_id = enqueue(redis, key_prefix, f"{receiver.url}/cb")
+        wait_for(lambda: queue.load(delivery_id).status == "dead", what="dead letter")
+        assert len(receiver.requests) == 1  # permanent: no retry
+        [letter] = queue.dead_letters()
+        assert letter.delivery_id == delivery_id and "HTTP 400" in letter.reason
+        # The endpoint is fixed (it now answers 200); a person replays.
+        assert queue.replay(delivery_id)
+        wait_for(lambda: queue.load(delivery_id).status == "delivered", what="delivered")
+        assert [r.headers["webhook-id"] for r in receiver.requests] == [delivery_id] * 2
+        assert queue.load(delivery_id).attempts[-1]["trigger"] == "replay"
+
+
+def test_exhausted_retries_go_to_the_dead_letter_stream(redis_url, redis, key_prefix):
+    with (
+        running_receiver() as receiver,
+        running_worker(redis_url, key_prefix, receiver, ROUTER_RETRY_SCHEDULE="50ms,50ms"),
+    ):
+        receiver.default_status = 502
+        queue, delivery_id = enqueue(redis, key_prefix, f"{receiver.url}/cb")
+        wait_for(lambda: queue.load(delivery_id).status == "dead", what="dead letter")
+        assert len(receiver.requests) == 3
+        assert queue.load(delivery_id).reason == "gave up after 3 attempts; last: HTTP 502"
+
+
+def test_a_url_outside_the_allow_list_is_never_called(redis_url, redis, key_prefix):
+    with (
+        running_receiver() as receiver,
+        running_worker(
+            redis_url, key_prefix, ROUTER_CALLBACK_ALLOW="http://127.0.0.1:1/only-here/"
+        ),
+    ):
+        queue, delivery_id = enqueue(redis, key_prefix, f"{receiver.url}/cb")
+        wait_for(lambda: queue.load(delivery_id).status == "dead", what="dead letter")
+        assert "ROUTER_CALLBACK_ALLOW" in queue.load(delivery_id).reason
+        assert queue.load(delivery_id).attempts == []
+        assert receiver.requests == []
+
+
+def test_redirects_are_not_followed(redis_url, redis, key_prefix):
+    with running_receiver() as receiver, running_worker(redis_url, key_prefix, receiver):
+        receiver.script = [(302, {"Location": f"{receiver.url}/elsewhere"})]
+        queue, delivery_id = enqueue(redis, key_prefix, f"{receiver.url}/cb")
+        wait_for(lambda: queue.load(delivery_id).status == "dead", what="dead letter")
+        assert [r.path for r in receiver.requests] == ["/cb"]
+        assert "redirect" in queue.load(delivery_id).reason
+
+
+def test_retry_after_is_honoured(redis_url, redis, key_prefix):
+    with running_receiver() as receiver, running_worker(redis_url, key_prefix, receiver):
+        receiver.script = [(429, {"Retry-After": "1"})]
+        enqueue(redis, key_prefix, f"{receiver.url}/cb")
+        wait_for(lambda: len(receiver.requests) == 2, what="the second attempt")
+        gap = receiver.requests[1].at - receiver.requests[0].at
+        assert gap >= 0.95, f"retried after {gap:.2f}s despite Retry-After: 1"
+
+
+def test_a_slow_endpoint_does_not_hold_up_another(redis_url, redis, key_prefix):
+    with (
+        running_receiver() as slow,
+        running_receiver() as fast,
+        running_worker(
+            redis_url,
+            key_prefix,
+            slow,
+            fast,
+            ROUTER_WORKER_CONCURRENCY="8",
+            ROUTER_PER_ENDPOINT_CONCURRENCY="2",
+        ),
+    ):
+        slow.delay_s = 3.0
+        for n in range(10):
+            enqueue(redis, key_prefix, f"{slow.url}/cb", event_id=str(1000 + n))
+        wait_for(lambda: slow.requests, what="the slow endpoint to be called")
+        started = time.monotonic()
+        enqueue(redis, key_prefix, f"{fast.url}/cb", event_id="2000")
+        wait_for(lambda: fast.requests, timeout=2.5, what="the fast endpoint despite the slow one")
+        assert time.monotonic() - started < 2.5
+        assert len(slow.requests) <= 2  # the per-endpoint cap held
+
+
+@pytest.mark.parametrize("missing", ["ROUTER_SIGNING_SECRET", "ROUTER_CALLBACK_ALLOW", "REDIS_URL"])
+def test_the_worker_names_a_missing_setting(redis_url, key_prefix, missing):
+    env = router_env(redis_url, key_prefix)
+    del env[missing]
+    with pytest.raises(Exception, match=missing):
+        Worker(Settings.from_env(env))
