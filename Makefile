@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)  ## the whole system on one machine, with an embedded Redis when REDIS_URL is unset
 	$(BIN)/router dev
 
-test: $(STAMP)  ## the test suite (needs a Redis server at 127.0.0.1:6379, or TEST_REDIS_URL)
+test: $(STAMP)  ## the test suite; starts a Redis on 127.0.0.1:6379 if none answers
+	@[ -n "$$TEST_REDIS_URL" ] || scripts/ensure-redis
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -9,14 +9,15 @@ import os
 import secrets
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import click
 import redis
 
-from router.config import Settings
+from router.config import DEFAULT_CALLBACK_KEYWORD, Settings
 from router.errors import ConfigError
 from router.keys import RouterKeys
+from router.parsing.conditionals import lint_message
 from router.queue import Delivery, DeliveryQueue
 from router.redis_conn import connect
 
@@ -68,9 +69,49 @@ def worker() -> None:
 
 
 @cli.command()
+@click.option("--port", type=int, help="Port of the router web (default $PORT or 8000).")
+def dev(port: int | None) -> None:
+    """Run everything on this machine: Redis, Datadog stub, web, worker, example service."""
+    from router.devserver import run_dev
+
+    run_dev(port)
+
+
+@cli.command()
 def secret() -> None:
     """Print a new ROUTER_SIGNING_SECRET (Standard Webhooks `whsec_` format)."""
     click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+@cli.command("lint-message")
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--keyword",
+    envvar="ROUTER_CALLBACK_KEYWORD",
+    default=DEFAULT_CALLBACK_KEYWORD,
+    show_default=True,
+    help="The callback keyword (ROUTER_CALLBACK_KEYWORD).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lint_message_command(source: TextIO, keyword: str, as_json: bool) -> None:
+    """Show which callback URLs a monitor message (FILE, or - for stdin) yields per transition."""
+    report = lint_message(source.read(), keyword)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        width = max(len(t.transition) for t in report.transitions)
+        for result in report.transitions:
+            urls = ", ".join(result.callback_urls) or "-"
+            click.echo(f"{result.transition:<{width}}  {urls}")
+        for label, lines in (
+            ("problem", report.problems),
+            ("warning", report.warnings),
+            ("note", report.notes),
+        ):
+            for line in lines:
+                click.echo(f"{label}: {line}", err=label != "note")
+    if not report.ok:
+        sys.exit(1)
 
 
 # -- dead letters -------------------------------------------------------------------------

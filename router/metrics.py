@@ -13,9 +13,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from router.queue import DeliveryQueue
+from router.queue import DeliveryQueue, now_ms
 
 PREFIX = "breaker_router"
+# Workers beat every 5 s; one silent for six beats is gone (a SIGKILL leaves its entry).
+WORKER_SILENT_AFTER_MS = 30_000
 
 # Counter name in Redis -> (metric suffix, help).
 COUNTERS = {
@@ -43,7 +45,7 @@ class QueueCollector(Collector):
         try:
             depths = self.queue.depths()
             stats = self.queue.stats()
-            workers = len(self.queue.redis.hkeys(self.queue.keys.worker_heartbeats))
+            beats = self.queue.redis.hvals(self.queue.keys.worker_heartbeats)
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -56,6 +58,8 @@ class QueueCollector(Collector):
         for state, value in depths.items():
             depth.add_metric([state], value)
         yield depth
+        recent = now_ms() - WORKER_SILENT_AFTER_MS
+        workers = sum(1 for beat in beats if int(beat) >= recent)
         yield GaugeMetricFamily(
             f"{PREFIX}_workers", "Workers that sent a heartbeat recently.", value=workers
         )
