@@ -14,9 +14,12 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def _port(parts: SplitResult) -> int | None:
     try:
-        return parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        port = parts.port
     except ValueError:
         return None
+    if port is None:
+        return _DEFAULT_PORTS.get(parts.scheme.lower())
+    return port if port > 0 else None
 
 
 def _has_dot_segments(path: str) -> bool:
@@ -37,9 +40,13 @@ class CallbackAllowList:
     prefixes: tuple[str, ...]
 
     def allows(self, url: str) -> bool:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+        except ValueError:  # e.g. an unbalanced IPv6 bracket
+            return False
         scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        if scheme not in _DEFAULT_PORTS or not hostname:
             return False
         port = _port(parts)
         if port is None or _has_dot_segments(parts.path):
@@ -48,7 +55,7 @@ class CallbackAllowList:
             allowed = urlsplit(prefix)
             if (
                 allowed.scheme.lower() == scheme
-                and allowed.hostname == parts.hostname
+                and allowed.hostname == hostname
                 and _port(allowed) == port
                 and _path_under(parts.path or "/", allowed.path)
             ):

@@ -132,7 +132,13 @@ def _load_dead(queue: DeliveryQueue, delivery_id: str) -> Delivery:
 
 
 @dlq.command("list")
-@click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many, newest first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def dlq_list(limit: int, as_json: bool) -> None:
     """List dead deliveries, newest first."""

@@ -97,8 +97,15 @@ def _split_list(text: str | None) -> tuple[str, ...]:
 
 def _validate_allow_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
     for prefix in prefixes:
-        parts = urlsplit(prefix)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(prefix)
+            port = parts.port
+            hostname = parts.hostname
+        except ValueError as exc:
+            raise ConfigError(f"ROUTER_CALLBACK_ALLOW: {prefix!r} is not a URL: {exc}") from exc
+        if port == 0:
+            raise ConfigError(f"ROUTER_CALLBACK_ALLOW: {prefix!r} has port 0")
+        if parts.scheme not in ("http", "https") or not hostname:
             raise ConfigError(
                 "ROUTER_CALLBACK_ALLOW: each entry must be an http(s) URL prefix with a host, "
                 f"such as https://bank-charge.internal/, got {prefix!r}"

@@ -66,6 +66,24 @@ def _status_error(response: httpx.Response) -> str | None:
     return f"HTTP {status}"
 
 
+def _raw_excerpt(response: httpx.Response) -> str | None:
+    """The start of a failing answer's body, for a person reading the dead letter."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_raw():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= RESPONSE_EXCERPT_CHARS:
+                break
+    except httpx.StreamConsumed:
+        chunks = [response.content]  # a response built already read (a test transport)
+    except httpx.HTTPError:
+        pass  # what arrived is enough; the status already decided the outcome
+    text = b"".join(chunks)[:RESPONSE_EXCERPT_CHARS].decode("utf-8", errors="replace")
+    return text or None
+
+
 class CallbackSender:
     """Signs bodies with Standard Webhooks and POSTs them; never follows redirects."""
 
@@ -111,17 +129,23 @@ class CallbackSender:
             return int((self._clock() - started) * 1000)
 
         try:
-            response = self._client.post(url, content=body.encode(), headers=headers)
+            request = self._client.build_request(
+                "POST", url, content=body.encode(), headers=headers
+            )
+            # Streamed: the status decides the outcome, and a failing answer's body is read
+            # raw and capped, so a huge or wrongly encoded body cannot break the attempt.
+            response = self._client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             return AttemptResult("retry", at_ms, elapsed_ms(), error=f"timeout: {exc!r}")
         except httpx.TransportError as exc:
             return AttemptResult("retry", at_ms, elapsed_ms(), error=f"connection failed: {exc}")
         except httpx.InvalidURL as exc:
             return AttemptResult("permanent", at_ms, elapsed_ms(), error=f"invalid URL: {exc}")
-        outcome = classify_status(response.status_code)
-        excerpt = None
-        if outcome != "delivered":
-            excerpt = response.text[:RESPONSE_EXCERPT_CHARS] or None
+        try:
+            outcome = classify_status(response.status_code)
+            excerpt = None if outcome == "delivered" else _raw_excerpt(response)
+        finally:
+            response.close()
         return AttemptResult(
             outcome,
             at_ms,

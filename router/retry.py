@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +14,8 @@ from email.utils import parsedate_to_datetime
 JITTER = 0.2
 # A receiver may slow us down with Retry-After, but not park a delivery for a day.
 MAX_RETRY_AFTER_S = 2 * 3600.0
+# ASCII digits only: str.isdigit() also admits '²', which float() cannot read.
+_SECONDS = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,9 @@ class RetryPolicy:
             return None
         base = self.schedule[attempts_made - 1]
         delay = base * (1 + self.jitter * (2 * self.rng() - 1))
-        if retry_after_s is not None and retry_after_s > delay:
-            delay = min(retry_after_s, MAX_RETRY_AFTER_S)
+        if retry_after_s is not None:
+            # Retry-After may lengthen a wait (up to a cap), never shorten the schedule's.
+            delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
         return max(delay, 0.0)
 
 
@@ -43,7 +47,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _SECONDS.fullmatch(value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -1,0 +1,292 @@
+"""One signed callback POST against a real HTTP receiver, and what its answer means."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from router.delivery import (
+    RESPONSE_EXCERPT_CHARS,
+    USER_AGENT,
+    AttemptResult,
+    CallbackSender,
+    classify_status,
+)
+from tests.conftest import free_port
+from tests.support import SIGNING_SECRET, Receiver, running_receiver
+
+DELIVERY_ID = "dlv_0123456789abcdefghijklmnop"
+PAYLOAD = {
+    "delivery_id": DELIVERY_ID,
+    "transition": "alert",
+    "monitor": {"id": 42, "name": "Bank Zürich charges", "tags": ["bank_code:0001"]},
+    "enrichment": "complete",
+}
+OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, "delivered"),
+        (201, "delivered"),
+        (202, "delivered"),
+        (204, "delivered"),
+        (299, "delivered"),
+        (301, "permanent"),
+        (302, "permanent"),
+        (303, "permanent"),
+        (307, "permanent"),
+        (308, "permanent"),
+        (400, "permanent"),
+        (401, "permanent"),
+        (403, "permanent"),
+        (404, "permanent"),
+        (405, "permanent"),
+        (409, "permanent"),
+        (410, "permanent"),
+        (413, "permanent"),
+        (422, "permanent"),
+        (408, "retry"),
+        (425, "retry"),
+        (429, "retry"),
+        (500, "retry"),
+        (501, "retry"),
+        (502, "retry"),
+        (503, "retry"),
+        (504, "retry"),
+        (599, "retry"),
+    ],
+)
+def test_classify_status(status, outcome):
+    assert classify_status(status) == outcome
+
+
+@pytest.fixture(scope="module")
+def shared_receiver() -> Iterator[Receiver]:
+    # One server for the module: stopping one takes half a second (its poll interval).
+    with running_receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def receiver(shared_receiver: Receiver) -> Receiver:
+    with shared_receiver.lock:
+        shared_receiver.requests = []
+        shared_receiver.script = []
+        shared_receiver.default_status = 200
+        shared_receiver.delay_s = 0.0
+    return shared_receiver
+
+
+@pytest.fixture
+def sender() -> Iterator[CallbackSender]:
+    callback_sender = CallbackSender(SIGNING_SECRET, timeout_s=0.3)
+    yield callback_sender
+    callback_sender.close()
+
+
+def test_send_posts_a_compact_signed_json_body(receiver, sender):
+    result = sender.send(DELIVERY_ID, receiver.url + "/breaker/callback", PAYLOAD)
+
+    assert result.outcome == "delivered"
+    assert (result.status, result.error, result.retry_after_s) == (200, None, None)
+    assert result.response_excerpt is None  # only kept for failures
+    assert len(receiver.requests) == 1
+    request = receiver.requests[0]
+    assert request.path == "/breaker/callback"
+    assert request.body == json.dumps(PAYLOAD, separators=(",", ":"), ensure_ascii=False).encode()
+    assert b", " not in request.body and b": " not in request.body
+    assert "Zürich".encode() in request.body  # UTF-8, not \u escapes
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"] == USER_AGENT
+    assert request.headers["webhook-id"] == DELIVERY_ID
+    assert request.headers["webhook-signature"].startswith("v1,")
+    assert abs(int(request.headers["webhook-timestamp"]) - request.at) < 5
+    assert Webhook(SIGNING_SECRET).verify(request.body, request.headers) == PAYLOAD
+
+
+def test_the_signature_does_not_verify_with_another_secret_or_a_changed_body(receiver, sender):
+    sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    request = receiver.requests[0]
+    with pytest.raises(WebhookVerificationError):
+        Webhook(OTHER_SECRET).verify(request.body, request.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SIGNING_SECRET).verify(request.body.replace(b"alert", b"recovery"), request.headers)
+
+
+def test_the_webhook_id_stays_the_same_across_attempts(receiver, sender):
+    receiver.script = [503]
+    first = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    second = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    assert (first.outcome, second.outcome) == ("retry", "delivered")
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [DELIVERY_ID, DELIVERY_ID]
+
+
+def test_signed_headers_use_the_injected_clock():
+    sender = CallbackSender(SIGNING_SECRET, timeout_s=1, clock=lambda: 1_700_000_000.75)
+    try:
+        headers = sender.signed_headers("dlv_x", '{"a":1}')
+    finally:
+        sender.close()
+    assert headers["webhook-timestamp"] == "1700000000"
+    assert headers["webhook-id"] == "dlv_x"
+    assert headers["content-type"] == "application/json"
+    signature = headers["webhook-signature"]
+    assert signature.startswith("v1,") and len(signature) > len("v1,") + 40
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "error"),
+    [
+        (204, "delivered", None),
+        (404, "permanent", "HTTP 404"),
+        (410, "permanent", "HTTP 410"),
+        (408, "retry", "HTTP 408"),
+        (429, "retry", "HTTP 429"),
+        (500, "retry", "HTTP 500"),
+        (503, "retry", "HTTP 503"),
+    ],
+)
+def test_send_reports_the_outcome_of_each_status(receiver, sender, status, outcome, error):
+    receiver.script = [status]
+    result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    assert (result.outcome, result.status, result.error) == (outcome, status, error)
+    expected_excerpt = None if outcome == "delivered" else json.dumps({"status": status})
+    assert result.response_excerpt == expected_excerpt
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed(receiver, sender, status):
+    location = receiver.url + "/moved/here"
+    receiver.script = [(status, {"Location": location})]
+    result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    assert len(receiver.requests) == 1
+    assert receiver.requests[0].path == "/cb"
+    assert result.outcome == "permanent"
+    assert result.status == status
+    assert result.error == (
+        f"HTTP {status} redirect to {location} not followed; fix the callback URL"
+    )
+
+
+def test_a_redirect_without_location_still_says_what_happened(receiver, sender):
+    receiver.script = [302]
+    result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    assert result.outcome == "permanent"
+    assert result.error == "HTTP 302 redirect to ? not followed; fix the callback URL"
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "seconds"),
+    [
+        (503, "7", 7.0),
+        (429, "120", 120.0),
+        (429, "soon", None),
+        (503, None, None),
+    ],
+)
+def test_retry_after_is_parsed(receiver, sender, status, retry_after, seconds):
+    receiver.script = [(status, {"Retry-After": retry_after} if retry_after else {})]
+    result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    assert result.outcome == "retry"
+    assert result.retry_after_s == seconds
+
+
+def test_a_unicode_digit_retry_after_does_not_crash_send(receiver, sender):
+    receiver.script = [(503, {"Retry-After": "²"})]
+    result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    assert (result.outcome, result.retry_after_s) == ("retry", None)
+
+
+@pytest.mark.parametrize(
+    ("body", "excerpt"),
+    [
+        ("x" * 2000, "x" * RESPONSE_EXCERPT_CHARS),
+        ("y" * RESPONSE_EXCERPT_CHARS, "y" * RESPONSE_EXCERPT_CHARS),
+        ("short reason", "short reason"),
+        ("", None),
+    ],
+)
+def test_the_response_excerpt_is_capped(body, excerpt):
+    # The scriptable receiver always answers a short JSON body, so this one uses a transport.
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, text=body)
+
+    client = httpx.Client(transport=httpx.MockTransport(answer))
+    sender = CallbackSender(SIGNING_SECRET, timeout_s=1, client=client)
+    try:
+        result = sender.send(DELIVERY_ID, "https://svc.internal/cb", PAYLOAD)
+    finally:
+        sender.close()
+    assert RESPONSE_EXCERPT_CHARS == 500
+    assert result.outcome == "retry"
+    assert result.response_excerpt == excerpt
+
+
+def test_a_refused_connection_is_retried(sender):
+    url = f"http://127.0.0.1:{free_port()}/cb"
+    result = sender.send(DELIVERY_ID, url, PAYLOAD)
+    assert result.outcome == "retry"
+    assert result.status is None
+    assert result.error is not None and result.error.startswith("connection failed: ")
+    assert "refused" in result.error.lower()
+
+
+def test_a_timeout_is_retried(sender):
+    # Its own receiver: the slow handler is still asleep when the test ends.
+    with running_receiver() as receiver:
+        # The handler wakes after the client has gone; its broken pipe is expected, not news.
+        receiver.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        receiver.delay_s = 1.0
+        result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    assert len(receiver.requests) == 1
+    assert result.outcome == "retry"
+    assert result.status is None
+    assert result.error is not None and result.error.startswith("timeout: ")
+    assert 250 <= result.duration_ms < 950  # gave up at the 0.3 s timeout, not at the answer
+
+
+def test_an_invalid_url_is_permanent(sender):
+    result = sender.send(DELIVERY_ID, "http://bad\x00host/cb", PAYLOAD)
+    assert result.outcome == "permanent"
+    assert result.status is None
+    assert result.error is not None and result.error.startswith("invalid URL: ")
+
+
+def test_the_attempt_is_timed_with_the_injected_clock(receiver):
+    ticks = iter([1000.0, 1000.0, 1000.25])
+    sender = CallbackSender(SIGNING_SECRET, timeout_s=1, clock=lambda: next(ticks))
+    try:
+        result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    finally:
+        sender.close()
+    assert (result.at_ms, result.duration_ms) == (1_000_000, 250)
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(200, "delivered"), (503, "retry")])
+def test_an_undecodable_answer_still_yields_an_outcome(receiver, sender, status, outcome):
+    receiver.script = [(status, {"Content-Encoding": "gzip"})]
+    result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+    assert (result.outcome, result.status) == (outcome, status)
+
+
+def test_attempt_result_to_dict():
+    result = AttemptResult(
+        "retry", at_ms=5, duration_ms=7, status=503, error="HTTP 503", response_excerpt="busy"
+    )
+    assert result.to_dict(2, "retry") == {
+        "n": 2,
+        "trigger": "retry",
+        "at_ms": 5,
+        "duration_ms": 7,
+        "status": 503,
+        "error": "HTTP 503",
+        "outcome": "retry",
+        "response": "busy",
+    }
