@@ -53,3 +53,58 @@ class RouterKeys:
     @property
     def delivery_pattern(self) -> str:
         return f"{self.prefix}:delivery:*"
+
+
+DEFAULT_BREAKER_PREFIX = "breakers"
+
+
+@dataclass(frozen=True)
+class BreakerKeys:
+    """Keys of the breaker flags that `router.client` reads and writes.
+
+    One breaker is a breaker name plus an optional key (`bank-charge`, `bank-charge` + `0001`);
+    its *member* string is `<name>` or `<name>:<key>`. Breaker names never contain `:`, so the
+    member splits back unambiguously while a key may contain anything.
+    """
+
+    prefix: str = DEFAULT_BREAKER_PREFIX
+
+    @property
+    def index(self) -> str:
+        """Set of every breaker member ever written: what a full resync and `list()` read."""
+        return f"{self.prefix}:index"
+
+    @property
+    def channel(self) -> str:
+        """Pub/sub channel: each change publishes the member whose record changed."""
+        return f"{self.prefix}:changes"
+
+    def record(self, member: str) -> str:
+        """Hash holding one breaker's state, override and version (see router.client.store)."""
+        return f"{self.prefix}:state:{member}"
+
+    def history(self, member: str) -> str:
+        """Capped stream of one breaker's changes, oldest first."""
+        return f"{self.prefix}:history:{member}"
+
+    def delivery_seen(self, webhook_id: str) -> str:
+        """Marker (with a TTL) that a callback delivery was already handled."""
+        return f"{self.prefix}:seen:{webhook_id}"
+
+    @property
+    def record_prefix(self) -> str:
+        """`record(member)` without the member, for the Lua script that derives key names."""
+        return self.record("")
+
+    @property
+    def history_prefix(self) -> str:
+        return self.history("")
+
+    @staticmethod
+    def member(name: str, key: str | None) -> str:
+        return name if key is None else f"{name}:{key}"
+
+    @staticmethod
+    def split_member(member: str) -> tuple[str, str | None]:
+        name, sep, key = member.partition(":")
+        return name, (key if sep else None)

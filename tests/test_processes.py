@@ -167,7 +167,8 @@ def test_redis_outage_is_503_and_service_resumes_without_restart(key_prefix, tmp
     with running_receiver() as receiver:
         env = router_env(redis_url, key_prefix, ROUTER_CALLBACK_ALLOW=receiver.url)
         with (
-            redis_server(port, tmp_path) as server, web(env, tmp_path) as base,
+            redis_server(port, tmp_path) as server,
+            web(env, tmp_path) as base,
             process(router_command("worker"), env, log_path=tmp_path / "worker.log"),
         ):
             assert post_alert(base, f"{receiver.url}/cb", event_id="1").status_code == 202

@@ -1,0 +1,346 @@
+"""`Breakers`: what a service imports to ask "may I call this vendor?" and to flip breakers.
+
+`is_open` answers from a process-local snapshot (`router.client.sync`) and never touches the
+network; writes go to Redis in one Lua script each (`router.client.store`) and reach every
+process through the change channel. A breaker is a name plus an optional key: the keyless
+breaker stands for the whole vendor, so `is_open(name, key)` is also true while the keyless
+breaker `name` refuses calls (whole vendor down means every key is down). The two are
+checked independently: forcing the keyless breaker closed does not let calls through to a
+key whose own breaker is open, and forcing a key closed does not override an open vendor.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from router.client.errors import BreakerOpen
+from router.client.model import BreakerState, HistoryEntry, Record
+from router.client.states import breaker_state, effective_state
+from router.client.store import DEFAULT_HISTORY_MAX, Store
+from router.client.sync import Snapshot, Syncer
+from router.client.writes import BreakerWriter, check_target
+from router.keys import DEFAULT_BREAKER_PREFIX, BreakerKeys
+
+log = logging.getLogger(__name__)
+
+FailMode = Literal["allow", "deny"]
+
+# A vendor just back gets a growing share of calls over this window instead of all at once.
+DEFAULT_RAMP_WINDOW_S = 60.0
+# Bounds staleness when a change message is lost; one cheap read of every breaker.
+DEFAULT_RESYNC_INTERVAL_S = 30.0
+# Writes happen in callback handlers that the router retries: fail fast, never hang a request.
+SOCKET_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 1.0
+# Pings an idle subscription so a silently dead connection is noticed and replaced.
+HEALTH_CHECK_INTERVAL_S = 10
+# How long `from_url` waits for the first snapshot; a down Redis answers "refused" at once.
+DEFAULT_STARTUP_WAIT_S = 2.0
+
+# Every live instance, so a forked child can reset them all (a WeakSet: no leak).
+_live: weakref.WeakSet[Breakers] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for breakers in list(_live):
+        breakers._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Breakers(BreakerWriter):
+    """Breaker flags shared through Redis, read locally. Build one per process with `from_url`."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = DEFAULT_BREAKER_PREFIX,
+        fail_mode: FailMode = "allow",
+        resync_interval: float = DEFAULT_RESYNC_INTERVAL_S,
+        ramp_window: float = DEFAULT_RAMP_WINDOW_S,
+        history_max: int = DEFAULT_HISTORY_MAX,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        sync: bool = True,
+    ) -> None:
+        """Use `client` (made with `decode_responses=True`); `sync=False` makes a write-only handle.
+
+        `clock` returns Unix seconds and `rng` a float in [0, 1); tests inject both. The ramp
+        window is stored with each recovery, so every process ramps the same way.
+        """
+        if not client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("Breakers needs a Redis client made with decode_responses=True")
+        if fail_mode not in ("allow", "deny"):
+            raise ValueError(f"fail_mode must be 'allow' or 'deny', got {fail_mode!r}")
+        if ramp_window < 0:
+            raise ValueError(f"ramp_window must be >= 0 seconds, got {ramp_window}")
+        self.keys = BreakerKeys(prefix)
+        self.fail_mode: FailMode = fail_mode
+        self.ramp_window = ramp_window
+        self._clock = clock
+        self._rng = rng
+        self._sync = sync
+        self._store = Store(client, self.keys, history_max=history_max)
+        self._snap = Snapshot(self._now_ms)
+        self._syncer = Syncer(self._store, self._snap, resync_interval=resync_interval)
+        # `is_open` takes its fast path only once the snapshot is loaded and the sync thread
+        # runs in this process; everything else (first use after a fork too) goes slow once.
+        self._fast = False
+        self._fail_lock = threading.Lock()
+        self._fail_logged = False
+        self.fail_mode_answers = 0
+        _live.add(self)
+        if sync:
+            self._syncer.start()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_BREAKER_PREFIX,
+        fail_mode: FailMode = "allow",
+        resync_interval: float = DEFAULT_RESYNC_INTERVAL_S,
+        ramp_window: float = DEFAULT_RAMP_WINDOW_S,
+        history_max: int = DEFAULT_HISTORY_MAX,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        sync: bool = True,
+        startup_wait: float = DEFAULT_STARTUP_WAIT_S,
+    ) -> Breakers:
+        """Connect with short timeouts and no retries, and wait briefly for the first snapshot.
+
+        Options are those of `Breakers(...)`. A Redis that is down does not delay start-up
+        beyond `startup_wait`; `is_open` then answers per `fail_mode` until it loads.
+        """
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            health_check_interval=HEALTH_CHECK_INTERVAL_S,
+            # redis-py's default retries turn one refused connection into seconds of waiting.
+            retry=Retry(NoBackoff(), 0),
+            client_name="breakers",
+        )
+        breakers = cls(
+            client,
+            prefix=prefix,
+            fail_mode=fail_mode,
+            resync_interval=resync_interval,
+            ramp_window=ramp_window,
+            history_max=history_max,
+            clock=clock,
+            rng=rng,
+            sync=sync,
+        )
+        if breakers._sync and startup_wait > 0:
+            breakers.wait_ready(startup_wait)
+        return breakers
+
+    # -- reading: the hot path ------------------------------------------------------------
+
+    def is_open(self, name: str, key: str | None = None) -> bool:
+        """True when a call to `name` (for `key`) should not be made now. No network I/O."""
+        if not self._fast and not self._ensure_ready():
+            return self._fail_mode_answer()
+        by_key = self._snap.hot.get(name)
+        if by_key is None:
+            return False
+        if key is not None:
+            entry = by_key.get(key)
+            if entry is not None:
+                static = entry.static
+                if static is None:
+                    if entry.denies(self._clock, self._rng):
+                        return True
+                elif static:
+                    return True
+        entry = by_key.get(None)
+        if entry is None:
+            return False
+        static = entry.static
+        if static is None:
+            return entry.denies(self._clock, self._rng)
+        return static
+
+    def check(self, name: str, key: str | None = None) -> None:
+        """Raise `BreakerOpen` (naming breaker, state, reason, since) if a call must not be made."""
+        if not self._ensure_ready():
+            if self._fail_mode_answer():
+                raise BreakerOpen(
+                    name,
+                    key,
+                    state="unknown",
+                    reason="no breaker snapshot loaded yet (Redis unreachable?); fail_mode=deny",
+                    since_ms=None,
+                    breaker_key=key,
+                )
+            return
+        by_key = self._snap.hot.get(name)
+        if by_key is None:
+            return
+        for which in (key, None) if key is not None else (None,):
+            entry = by_key.get(which)
+            if entry is None:
+                continue
+            if entry.static if entry.static is not None else entry.denies(self._clock, self._rng):
+                state = breaker_state(entry.record, self._now_ms())
+                raise BreakerOpen(
+                    name,
+                    key,
+                    state=state.state,
+                    reason=_describe(state),
+                    since_ms=state.since_ms,
+                    breaker_key=which,
+                )
+
+    @contextmanager
+    def guard(self, name: str, key: str | None = None) -> Iterator[None]:
+        """`with breakers.guard("bank-charge", code): call_vendor()`; raises `BreakerOpen`."""
+        self.check(name, key)
+        yield
+
+    def _ensure_ready(self) -> bool:
+        """Start the sync thread here if needed (first use after a fork); True once loaded."""
+        if self._sync and not self._syncer.running:
+            self._syncer.start()
+        if not self._snap.loaded:
+            return False
+        self._fast = not self._sync or self._syncer.running
+        return True
+
+    def _fail_mode_answer(self) -> bool:
+        with self._fail_lock:
+            self.fail_mode_answers += 1
+            first = not self._fail_logged
+            self._fail_logged = True
+        if first:
+            log.warning(
+                "breakers: no snapshot loaded (Redis unreachable or not yet read); answering "
+                "is_open per fail_mode=%s (%s calls) until one loads",
+                self.fail_mode,
+                "refusing" if self.fail_mode == "deny" else "allowing",
+            )
+        return self.fail_mode == "deny"
+
+    # -- inspecting -------------------------------------------------------------------------
+
+    def state(self, name: str, key: str | None = None, *, local: bool = False) -> BreakerState:
+        """The breaker as Redis holds it now (`local=True`: as this process's snapshot holds it).
+
+        A breaker never written reads as closed."""
+        check_target(name, key)
+        record = self._snap.record(name, key) if local else self._store.read(name, key)
+        return breaker_state(record or Record(name=name, key=key), self._now_ms())
+
+    def list(self, *, local: bool = False) -> builtins.list[BreakerState]:
+        """Every breaker ever written, sorted by name and key, with its state now."""
+        records = self._snap.all_records() if local else self._store.read_all()
+        now_ms = self._now_ms()
+        states = [breaker_state(record, now_ms) for record in records]
+        return sorted(states, key=lambda s: (s.name, s.key or ""))
+
+    def history(
+        self, name: str, key: str | None = None, *, limit: int = 100
+    ) -> builtins.list[HistoryEntry]:
+        """The breaker's latest changes, newest first (at most `history_max` are kept)."""
+        check_target(name, key)
+        return self._store.history(name, key, limit)
+
+    def delivery_seen(self, webhook_id: str) -> bool:
+        """Whether a callback delivery with this `webhook-id` was already handled."""
+        return self._store.delivery_seen(webhook_id)
+
+    def mark_delivery_seen(self, webhook_id: str, ttl_s: float) -> None:
+        self._store.mark_delivery_seen(webhook_id, ttl_s)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and gauges for a service's metrics endpoint (no Prometheus dependency here)."""
+        snap = self._snap
+        now_ms = self._now_ms()
+        records = snap.all_records()
+        age = None if snap.loaded_at is None else time.monotonic() - snap.loaded_at
+        return {
+            "pid": os.getpid(),
+            "loaded": snap.loaded,
+            "connected": self._syncer.connected,
+            "sync_running": self._syncer.running,
+            "snapshot_age_s": age,
+            "breakers": len(records),
+            "breakers_not_closed": sum(
+                1 for record in records if effective_state(record, now_ms) != "closed"
+            ),
+            "resyncs": self._syncer.resyncs,
+            "resync_errors": self._syncer.resync_errors,
+            "messages": self._syncer.messages,
+            "reconnects": self._syncer.reconnects,
+            "fail_mode": self.fail_mode,
+            "fail_mode_answers": self.fail_mode_answers,
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Reload every breaker from Redis now (what the sync thread does periodically)."""
+        count = self._syncer.resync()
+        if not self._sync:
+            self._fast = True
+        return count
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the first snapshot (or a failed attempt); True if loaded."""
+        self._ensure_ready()
+        self._syncer.first_attempt.wait(timeout)
+        return self._snap.loaded
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the sync thread and close connections; `is_open` keeps the last snapshot."""
+        self._syncer.stop(timeout)
+        self._store.client.close()
+
+    def __enter__(self) -> Breakers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _after_fork(self) -> None:
+        self._fast = False
+        self._fail_lock = threading.Lock()
+        self._snap.after_fork()
+        self._syncer.after_fork()
+        # New sockets for the child; the parent's stay the parent's (redis-py never shuts
+        # down a socket from another pid, it only drops its copy).
+        self._store.client.connection_pool.reset()
+
+
+def _describe(state: BreakerState) -> str:
+    if state.state == "recovering" and state.ramp_share is not None:
+        return f"recovering, {state.ramp_share:.0%} of calls let through: {state.reason}"
+    if state.forced:
+        until = ""
+        if state.expires_at_ms is not None:
+            until = f" until {_iso(state.expires_at_ms)}"
+        return f"forced by {state.forced_by}{until}: {state.reason}"
+    return state.reason
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")

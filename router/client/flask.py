@@ -1,0 +1,68 @@
+"""A Flask blueprint for a service's breaker callback endpoint.
+
+Flask is imported when `callback_blueprint` is called, never when `router.client` is
+imported, so services on other frameworks need only `redis` (and can call
+`router.client.process_callback` themselves).
+
+    breakers = Breakers.from_url(os.environ["REDIS_URL"])
+    app.register_blueprint(callback_blueprint(
+        breakers, os.environ["ROUTER_SIGNING_SECRET"],
+        lambda event: apply_callback(breakers, event, "bank-charge", tag="bank_code"),
+    ))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from router.client.breakers import Breakers
+from router.client.receiver import DEFAULT_DEDUPE_TTL_S, Handler, process_callback
+from router.client.signature import DEFAULT_TOLERANCE_S, Secret, SignatureVerifier
+
+if TYPE_CHECKING:
+    from flask import Blueprint
+
+DEFAULT_CALLBACK_PATH = "/breaker/callback"
+
+
+def callback_blueprint(
+    breakers: Breakers | None,
+    secret: Secret | Sequence[Secret],
+    handler: Handler,
+    *,
+    path: str = DEFAULT_CALLBACK_PATH,
+    url_prefix: str | None = None,
+    name: str = "breaker_callback",
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    dedupe_ttl_s: float | None = DEFAULT_DEDUPE_TTL_S,
+) -> Blueprint:
+    """`POST <url_prefix><path>`: verify, parse, call `handler(event)`, answer.
+
+    Answers 204 (handler returned None) or 200 with its dict or write results; 401 bad
+    signature; 422 unreadable body; 503 Redis unavailable (the router retries). With
+    `breakers` and `dedupe_ttl_s`, a `webhook-id` already handled answers 200 at once.
+    """
+    import flask
+
+    verifier = SignatureVerifier(secret, tolerance_s=tolerance_s)
+    blueprint = flask.Blueprint(name, __name__, url_prefix=url_prefix)
+
+    @blueprint.post(path)
+    def breaker_callback() -> flask.Response:
+        request = flask.request
+        answer = process_callback(
+            request.get_data(cache=False),
+            dict(request.headers.items()),
+            verifier,
+            handler,
+            breakers=breakers,
+            dedupe_ttl_s=dedupe_ttl_s,
+        )
+        if answer.body is None:
+            return flask.Response(status=answer.status)
+        response = flask.jsonify(answer.body)
+        response.status_code = answer.status
+        return response
+
+    return blueprint

@@ -1,0 +1,219 @@
+"""The write scripts: every change to a breaker is one Lua script, so it is atomic.
+
+A script reads the record, ignores a monitor event older than the stored version, applies the
+change, appends to the breaker's capped history stream, and publishes the breaker's member on
+the change channel, all in one step. The rules mirror `router.client.states` (tests pin that
+they agree). Numbers travel as strings and are compared with `tonumber`, never re-formatted,
+so millisecond times keep every digit. Runs on Redis >= 6.2 and on fakeredis[lua].
+"""
+
+from __future__ import annotations
+
+_PRELUDE = r"""
+local unpack = unpack or table.unpack
+local OVERRIDE_FIELDS = {'forced', 'forced_reason', 'forced_by', 'forced_since_ms',
+                         'forced_until_ms'}
+
+local function num(s)
+  if s == nil or s == '' then return nil end
+  return tonumber(s)
+end
+
+local function load(k)
+  local flat = redis.call('HGETALL', k)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return h
+end
+
+local function monitor_state(h, now)
+  local s = h['state']
+  if s == 'recovering' then
+    if now >= (num(h['since_ms']) or 0) + (num(h['ramp_ms']) or 0) then return 'closed' end
+    return 'recovering'
+  end
+  if s == 'open' then return 'open' end
+  return 'closed'
+end
+
+local function has_override(h)
+  return h['forced'] ~= nil and h['forced'] ~= ''
+end
+
+local function override_active(h, now)
+  if not has_override(h) then return false end
+  local u = num(h['forced_until_ms'])
+  return u == nil or now < u
+end
+
+local function effective(h, now)
+  if override_active(h, now) then return 'forced_' .. h['forced'] end
+  return monitor_state(h, now)
+end
+
+local function log_change(c, time_s, action, old, new, h, now, reason, source, by)
+  redis.call('XADD', c.hist, 'MAXLEN', c.hist_max, '*',
+    'time_ms', time_s, 'name', c.name, 'key', c.key, 'action', action,
+    'old_state', old, 'new_state', new, 'monitor_state', monitor_state(h, now),
+    'reason', reason, 'source', source, 'version', h['version'] or '',
+    'forced', override_active(h, now) and '1' or '0', 'by', by or '',
+    'expires_at_ms', override_active(h, now) and (h['forced_until_ms'] or '') or '')
+end
+
+-- Apply one action to one breaker. `c` carries the breaker's keys and names; `a` the action.
+-- Returns {outcome, old_state, new_state, HGETALL of the record after}.
+local function apply(c, a)
+  local h = load(c.rec)
+  local now = a.now
+  -- expired: a run-out override was cleared; touched: the hash needs writing at all.
+  local expired = false
+  local touched = false
+  local changed = false
+  local monitor = (a.action == 'open' or a.action == 'close')
+
+  local version = a.version
+  if monitor then
+    local v, stored = num(version), num(h['version'])
+    if v ~= nil and stored ~= nil and v < stored then
+      local state = effective(h, now)
+      return {'stale', state, state, redis.call('HGETALL', c.rec)}
+    end
+    if v == nil then
+      -- Unversioned (a person, a script): stamped now, but never behind the stored version.
+      if stored ~= nil and stored > now then version = h['version'] else version = a.now_s end
+    end
+  end
+
+  -- An override that ran out is cleared on the next write, and logged at the time it ended.
+  if has_override(h) and not override_active(h, now) then
+    local ended_s = h['forced_until_ms']
+    local ended = num(ended_s)
+    local before = 'forced_' .. h['forced']
+    local by = h['forced_by']
+    for _, f in ipairs(OVERRIDE_FIELDS) do h[f] = nil end
+    redis.call('HDEL', c.rec, unpack(OVERRIDE_FIELDS))
+    local after = monitor_state(h, ended)
+    log_change(c, ended_s, 'override_expired', before, after, h, ended, 'override expired', '', by)
+    expired = true
+  end
+
+  local old = effective(h, now)
+  local set = {}
+  local reason, source, by = a.reason, a.source, ''
+  if monitor then
+    local old_mon = monitor_state(h, now)
+    local new_mon = 'closed'
+    if a.action == 'open' then
+      new_mon = 'open'
+    elseif a.ramp_ms > 0 and (old_mon == 'open' or old_mon == 'recovering') then
+      new_mon = 'recovering'
+    end
+    if h['version'] ~= version then
+      h['version'] = version
+      set[#set + 1] = 'version'; set[#set + 1] = version
+      touched = true
+    end
+    if new_mon ~= old_mon then
+      local ramp = (new_mon == 'recovering') and a.ramp_s or '0'
+      h['state'], h['reason'], h['source'] = new_mon, reason, source
+      h['since_ms'], h['ramp_ms'] = a.now_s, ramp
+      for _, f in ipairs({'state', new_mon, 'reason', reason, 'source', source,
+                          'since_ms', a.now_s, 'ramp_ms', ramp}) do set[#set + 1] = f end
+      changed = true
+    end
+  elseif a.action == 'force_open' or a.action == 'force_closed' then
+    local forced = (a.action == 'force_open') and 'open' or 'closed'
+    by = a.by
+    h['forced'], h['forced_reason'], h['forced_by'] = forced, reason, by
+    h['forced_since_ms'], h['forced_until_ms'] = a.now_s, a.until_s
+    for _, f in ipairs({'forced', forced, 'forced_reason', reason, 'forced_by', by,
+                        'forced_since_ms', a.now_s, 'forced_until_ms', a.until_s}) do
+      set[#set + 1] = f
+    end
+    source = 'person:' .. by
+    changed = true
+  elseif a.action == 'clear' then
+    by = a.by
+    source = 'person:' .. by
+    if has_override(h) then
+      for _, f in ipairs(OVERRIDE_FIELDS) do h[f] = nil end
+      redis.call('HDEL', c.rec, unpack(OVERRIDE_FIELDS))
+      changed = true
+    end
+  else
+    return redis.error_reply('unknown breaker action ' .. tostring(a.action))
+  end
+
+  local new = effective(h, now)
+  if changed or expired or touched then
+    for _, f in ipairs({'updated_ms', a.now_s}) do set[#set + 1] = f end
+    redis.call('HSET', c.rec, unpack(set))
+    redis.call('HINCRBY', c.rec, 'rev', 1)
+    redis.call('SADD', c.index, c.member)
+  end
+  if changed then
+    log_change(c, a.now_s, a.log_action or a.action, old, new, h, now, reason, source, by)
+  end
+  -- A newer version alone changes nothing a reader sees (it only orders later writes), so
+  -- it is not broadcast: a reconcile of many unchanged keys costs no pub/sub traffic.
+  if changed or expired then
+    redis.call('PUBLISH', c.channel, c.member)
+  end
+  local outcome = changed and 'changed' or 'unchanged'
+  return {outcome, old, new, redis.call('HGETALL', c.rec)}
+end
+"""
+
+# KEYS: record, history, index.
+# ARGV: member, name, key ('' = keyless), action, reason, source, version ('' = unversioned),
+#       now_ms, ramp_ms, history_max, channel, by, until_ms ('' = no expiry).
+WRITE = (
+    _PRELUDE
+    + r"""
+local c = {rec = KEYS[1], hist = KEYS[2], index = KEYS[3], member = ARGV[1], name = ARGV[2],
+           key = ARGV[3], hist_max = ARGV[10], channel = ARGV[11]}
+local a = {action = ARGV[4], reason = ARGV[5], source = ARGV[6], version = ARGV[7],
+           now = tonumber(ARGV[8]), now_s = ARGV[8], ramp_ms = tonumber(ARGV[9]), ramp_s = ARGV[9],
+           by = ARGV[12], until_s = ARGV[13]}
+return apply(c, a)
+"""
+)
+
+# KEYS: index.
+# ARGV: name, record key prefix, history key prefix, reason, source, version, now_ms, ramp_ms,
+#       history_max, channel, n, then n pairs of (member, 'open'|'close').
+# The breaker's other keyed members already in the index are closed: the snapshot is the
+# whole truth for that breaker name. Its keyless member is touched only when listed.
+SNAPSHOT = (
+    _PRELUDE
+    + r"""
+local name, rec_prefix, hist_prefix = ARGV[1], ARGV[2], ARGV[3]
+local n = tonumber(ARGV[11])
+local todo, listed = {}, {}
+for i = 0, n - 1 do
+  local member, action = ARGV[12 + 2 * i], ARGV[13 + 2 * i]
+  todo[#todo + 1] = {member, action}
+  listed[member] = true
+end
+local keyed = name .. ':'
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not listed[member] and string.sub(member, 1, #keyed) == keyed then
+    todo[#todo + 1] = {member, 'close'}
+  end
+end
+local results = {}
+for _, item in ipairs(todo) do
+  local member, action = item[1], item[2]
+  local key = ''
+  if #member > #name then key = string.sub(member, #keyed + 1) end
+  local c = {rec = rec_prefix .. member, hist = hist_prefix .. member, index = KEYS[1],
+             member = member, name = name, key = key, hist_max = ARGV[9], channel = ARGV[10]}
+  local a = {action = action, log_action = 'snapshot_' .. action, reason = ARGV[4],
+             source = ARGV[5], version = ARGV[6], now = tonumber(ARGV[7]), now_s = ARGV[7],
+             ramp_ms = tonumber(ARGV[8]), ramp_s = ARGV[8], by = '', until_s = ''}
+  local r = apply(c, a)
+  results[#results + 1] = {member, r[1], r[2], r[3], r[4]}
+end
+return results
+"""
+)

@@ -1,0 +1,154 @@
+"""A service's callback endpoint without a web framework: verify, parse, dedupe, handle, answer.
+
+`process_callback` maps every outcome to the status the router expects: 401 for a bad
+signature, 422 for a body that can never be parsed (the router dead-letters it), 503 when
+Redis is down (the router retries, so nothing is lost), 204/200 when handled. A handler's
+other exceptions propagate: the framework answers 500 and the router retries.
+`apply_callback` is the usual handler: monitor groups tagged `<tag>:<value>` drive the keys
+of one breaker name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from router.client.breakers import Breakers
+from router.client.callback import CallbackEvent, parse_callback_body
+from router.client.errors import BreakerStoreUnavailable, InvalidCallbackBody, InvalidSignature
+from router.client.model import WriteResult
+from router.client.signature import SignatureVerifier
+from router.client.writes import DEFAULT_OPEN_STATUSES
+from router.model import STATUS_AFTER
+
+log = logging.getLogger(__name__)
+
+# Longer than the router's whole retry schedule (hours by default), so a late retry of a
+# handled delivery is still recognised; versioned writes make a missed one harmless anyway.
+DEFAULT_DEDUPE_TTL_S = 3 * 24 * 3600.0
+
+HandlerResult = Mapping[str, Any] | Sequence[WriteResult] | None
+Handler = Callable[[CallbackEvent], HandlerResult]
+
+
+@dataclass(frozen=True)
+class CallbackResponse:
+    """What to answer the router: a status and a JSON body (None for 204)."""
+
+    status: int
+    body: dict[str, Any] | None
+
+
+def process_callback(
+    body: bytes,
+    headers: Mapping[str, str],
+    verifier: SignatureVerifier,
+    handler: Handler,
+    *,
+    breakers: Breakers | None = None,
+    dedupe_ttl_s: float | None = DEFAULT_DEDUPE_TTL_S,
+) -> CallbackResponse:
+    """Handle one callback request. With `breakers`, a delivery already handled is skipped."""
+    try:
+        webhook_id = verifier.verify(body, headers)
+    except InvalidSignature as exc:
+        log.warning("breaker callback refused: %s", exc)
+        return CallbackResponse(401, {"error": str(exc)})
+    try:
+        event = parse_callback_body(body, webhook_id=webhook_id)
+    except InvalidCallbackBody as exc:
+        log.warning("breaker callback %s has a body we cannot read: %s", webhook_id, exc)
+        return CallbackResponse(422, {"error": str(exc)})
+    ids = f"delivery={event.delivery_id} monitor={event.monitor.id} event={event.event.id}"
+    dedupe = breakers if dedupe_ttl_s else None
+    try:
+        if dedupe is not None and dedupe.delivery_seen(webhook_id):
+            log.info("breaker callback %s already handled (%s)", webhook_id, ids)
+            return CallbackResponse(200, {"duplicate": True, "webhook_id": webhook_id})
+        result = handler(event)
+    except BreakerStoreUnavailable as exc:
+        log.warning(
+            "breaker callback %s not applied, router will retry (%s): %s", webhook_id, ids, exc
+        )
+        return CallbackResponse(503, {"error": str(exc), "retry": True})
+    if dedupe is not None and dedupe_ttl_s:
+        try:
+            dedupe.mark_delivery_seen(webhook_id, dedupe_ttl_s)
+        except BreakerStoreUnavailable as exc:
+            # The writes are done; a retry would only repeat versioned, idempotent writes.
+            log.warning("breaker callback %s handled but not marked seen: %s", webhook_id, exc)
+    if result is None:
+        return CallbackResponse(204, None)
+    if isinstance(result, Mapping):
+        return CallbackResponse(200, dict(result))
+    return CallbackResponse(200, {"results": [r.to_dict() for r in result]})
+
+
+def _reason(event: CallbackEvent) -> str:
+    what = event.event.title or event.monitor.name or f"monitor {event.monitor.id}"
+    return f"{event.transition}: {what}"
+
+
+def _source(event: CallbackEvent) -> str:
+    return f"monitor:{event.monitor.id} event:{event.event.id} delivery:{event.delivery_id}"
+
+
+def _notified_status(event: CallbackEvent) -> str | None:
+    """The status the notification itself reports, when it says one."""
+    if event.group is not None and event.group.status != "Unknown":
+        return event.group.status
+    return STATUS_AFTER.get(event.transition)
+
+
+def apply_callback(
+    breakers: Breakers,
+    event: CallbackEvent,
+    name: str,
+    *,
+    tag: str | None = None,
+    open_statuses: frozenset[str] | set[str] = DEFAULT_OPEN_STATUSES,
+    ramp: bool = True,
+) -> list[WriteResult]:
+    """Turn a callback into writes to breaker `name`, versioned by the event time.
+
+    Without `tag` the keyless breaker follows the monitor. With `tag` (e.g. `bank_code`),
+    each group tagged `bank_code:XXXX` drives key `XXXX`: when enrichment is complete the
+    monitor's groups are applied as one snapshot (listed keys open or closed, unlisted keys
+    closed; so feed one breaker name from one monitor), otherwise the notified group alone.
+    A status in `open_statuses` (default `Alert`) opens; any other known status closes,
+    ramping. Warnings and no-data close unless listed: the service decides what they mean.
+    """
+    reason, source, version = _reason(event), _source(event), event.version
+    ids = f"delivery={event.delivery_id} monitor={event.monitor.id} event={event.event.id}"
+    key: str | None = None
+    if tag is None:
+        status = event.monitor.overall_state if event.enrichment.complete else None
+        status = status or _notified_status(event)
+    else:
+        if event.enrichment.complete and event.monitor.groups:
+            states: dict[str | None, bool | str] = {}
+            for group in event.groups_with_tag(tag):
+                value = group.tag_value(tag)
+                states[value] = bool(states.get(value)) or group.status in open_statuses
+            if states:
+                return breakers.apply_snapshot(
+                    name, states, reason=reason, version=version, source=source, ramp=ramp
+                )
+            log.warning("breaker callback: no monitor group is tagged %s: (%s)", tag, ids)
+        key = event.tag_value(tag)
+        status = _notified_status(event)
+        if key is None:
+            log.warning("breaker callback: no %s: tag on the notified group (%s)", tag, ids)
+            return []
+    if status is None or status == "Unknown":
+        log.info(
+            "breaker callback: %s tells no group status; nothing to apply (%s)",
+            event.transition,
+            ids,
+        )
+        return []
+    if status in open_statuses:
+        return [breakers.open(name, key, reason=reason, version=version, source=source)]
+    return [breakers.close(name, key, reason=reason, version=version, source=source, ramp=ramp)]

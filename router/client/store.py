@@ -1,0 +1,180 @@
+"""Breaker records in Redis: atomic versioned writes (Lua), reads, history, delivery markers.
+
+Data layout (`BreakerKeys`, default prefix `breakers`; a *member* is `<name>` or `<name>:<key>`):
+
+- `<prefix>:state:<member>`  hash, one breaker: `state` (closed|open|recovering, what the
+  monitor last said), `reason`, `source`, `since_ms`, `version` (event ms of the newest
+  monitor write), `ramp_ms`; a person's override `forced` (open|closed), `forced_reason`,
+  `forced_by`, `forced_since_ms`, `forced_until_ms` ('' = until cleared); `updated_ms`, `rev`.
+- `<prefix>:index`  set of every member written, for resyncs and listings.
+- `<prefix>:history:<member>`  stream capped at `history_max` entries, one per change.
+- `<prefix>:changes`  pub/sub channel; each change publishes its member as plain text.
+- `<prefix>:seen:<webhook-id>`  marker with a TTL: this callback delivery was handled.
+
+Every Redis failure leaves this module as `BreakerStoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal, cast
+
+import redis
+
+from router.client.errors import BreakerStoreUnavailable
+from router.client.lua import SNAPSHOT, WRITE
+from router.client.model import HistoryEntry, Outcome, Record, State, WriteResult
+from router.keys import BreakerKeys
+
+# Enough to read back weeks of flapping for one breaker while bounding memory per breaker.
+DEFAULT_HISTORY_MAX = 1000
+
+Action = Literal["open", "close", "force_open", "force_closed", "clear"]
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn redis-py and socket errors into `BreakerStoreUnavailable` naming the operation."""
+    try:
+        yield
+    except (redis.RedisError, OSError) as exc:
+        raise BreakerStoreUnavailable(
+            f"breaker store unavailable while trying to {what}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class Store:
+    """Reads and writes breaker records; stateless apart from the client and the scripts."""
+
+    def __init__(
+        self, client: redis.Redis, keys: BreakerKeys, *, history_max: int = DEFAULT_HISTORY_MAX
+    ) -> None:
+        if history_max < 1:
+            raise ValueError(f"history_max must be at least 1, got {history_max}")
+        self.client = client
+        self.keys = keys
+        self.history_max = history_max
+        self._write = client.register_script(WRITE)
+        self._snapshot = client.register_script(SNAPSHOT)
+
+    def write(
+        self,
+        name: str,
+        key: str | None,
+        action: Action,
+        *,
+        now_ms: int,
+        reason: str,
+        source: str = "",
+        version: int | None = None,
+        ramp_ms: int = 0,
+        by: str = "",
+        until_ms: int | None = None,
+    ) -> tuple[WriteResult, Record]:
+        member = self.keys.member(name, key)
+        args = [
+            member,
+            name,
+            key or "",
+            action,
+            reason,
+            source,
+            "" if version is None else str(version),
+            str(now_ms),
+            str(ramp_ms),
+            str(self.history_max),
+            self.keys.channel,
+            by,
+            "" if until_ms is None else str(until_ms),
+        ]
+        keys = [self.keys.record(member), self.keys.history(member), self.keys.index]
+        with translate_errors(f"{action} breaker {member}"):
+            reply = self._write(keys=keys, args=args)
+        return _result(member, cast(list[Any], reply))
+
+    def snapshot(
+        self,
+        name: str,
+        states: Sequence[tuple[str | None, bool]],
+        *,
+        now_ms: int,
+        reason: str,
+        source: str,
+        version: int | None,
+        ramp_ms: int,
+    ) -> list[tuple[WriteResult, Record]]:
+        args: list[str] = [
+            name,
+            self.keys.record_prefix,
+            self.keys.history_prefix,
+            reason,
+            source,
+            "" if version is None else str(version),
+            str(now_ms),
+            str(ramp_ms),
+            str(self.history_max),
+            self.keys.channel,
+            str(len(states)),
+        ]
+        for key, is_open in states:
+            args += [self.keys.member(name, key), "open" if is_open else "close"]
+        with translate_errors(f"apply a snapshot to breaker {name}"):
+            reply = self._snapshot(keys=[self.keys.index], args=args)
+        return [_result(item[0], item[1:]) for item in cast(list[list[Any]], reply)]
+
+    def read(self, name: str, key: str | None) -> Record | None:
+        member = self.keys.member(name, key)
+        with translate_errors(f"read breaker {member}"):
+            fields = cast(dict[str, str], self.client.hgetall(self.keys.record(member)))
+        return Record.from_hash(member, fields) if fields else None
+
+    def read_member(self, member: str) -> Record | None:
+        name, key = self.keys.split_member(member)
+        return self.read(name, key)
+
+    def read_all(self) -> list[Record]:
+        """Every breaker record, in two round trips (the index, then one pipelined read)."""
+        with translate_errors("read all breakers"):
+            members = sorted(cast(set[str], self.client.smembers(self.keys.index)))
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.hgetall(self.keys.record(member))
+            replies = cast(list[dict[str, str]], pipe.execute())
+        return [
+            Record.from_hash(member, fields)
+            for member, fields in zip(members, replies, strict=True)
+            if fields
+        ]
+
+    def history(self, name: str, key: str | None, limit: int) -> list[HistoryEntry]:
+        member = self.keys.member(name, key)
+        with translate_errors(f"read the history of breaker {member}"):
+            entries = cast(
+                list[tuple[str, dict[str, str]]],
+                self.client.xrevrange(self.keys.history(member), count=limit),
+            )
+        return [HistoryEntry.from_stream(entry_id, fields) for entry_id, fields in entries]
+
+    def delivery_seen(self, webhook_id: str) -> bool:
+        with translate_errors(f"check callback delivery {webhook_id}"):
+            return bool(self.client.exists(self.keys.delivery_seen(webhook_id)))
+
+    def mark_delivery_seen(self, webhook_id: str, ttl_s: float) -> None:
+        with translate_errors(f"mark callback delivery {webhook_id}"):
+            self.client.set(self.keys.delivery_seen(webhook_id), "1", px=max(1, int(ttl_s * 1000)))
+
+
+def _result(member: str, reply: Sequence[Any]) -> tuple[WriteResult, Record]:
+    outcome, old, new, flat = reply
+    record = Record.from_flat(member, cast(list[str], flat))
+    result = WriteResult(
+        name=record.name,
+        key=record.key,
+        outcome=cast(Outcome, outcome),
+        old_state=cast(State, old),
+        new_state=cast(State, new),
+        version=record.version,
+        forced=str(new).startswith("forced_"),
+    )
+    return result, record

@@ -1,0 +1,161 @@
+"""POST /webhooks/sns through the app: topics, signatures, confirmations, notifications."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.app import create_app
+from tests.sns_signing import (
+    SUBSCRIBE_URL,
+    TOPIC_ARN,
+    body,
+    confirmation_fields,
+    make_signing_identity,
+    notification_fields,
+    sign_sns,
+)
+from tests.support import INBOUND_TOKEN, router_env
+
+AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
+CALLBACK = "https://bank-charge.internal/breaker/callback"
+DATADOG_TEXT = (
+    "Bank charge errors are high @sns-system-health\n"
+    f"circuit-breaker-callback: {CALLBACK}\n"
+    "bank.charge.errors over bank_code:0001 was > 5 on average during the last 5m.\n"
+    "Metric value: 12.0\n\n"
+    "Monitor Status: https://app.datadoghq.com/monitors#5203057?group=bank_code%3A0001 · "
+    "Edit Monitor: https://app.datadoghq.com/monitors#5203057/edit · "
+    "Event URL: https://app.datadoghq.com/event/event?id=4437030580617369909"
+)
+
+
+@pytest.fixture(scope="module")
+def identity():
+    return make_signing_identity()
+
+
+class Sns:
+    """The app plus what it fetched and confirmed."""
+
+    def __init__(self, redis_url, key_prefix, identity, **env):
+        self.fetched: list[str] = []
+        self.confirmed: list[str] = []
+        self.fail_fetch = False
+        self.fail_confirm = False
+        self.identity = identity
+
+        def fetch(url: str) -> bytes:
+            self.fetched.append(url)
+            if self.fail_fetch:
+                raise OSError("network down")
+            return identity.pem
+
+        def confirm(url: str) -> None:
+            if self.fail_confirm:
+                raise OSError("sns unreachable")
+            self.confirmed.append(url)
+
+        config = router_env(redis_url, key_prefix, ROUTER_SNS_TOPICS=TOPIC_ARN, **env)
+        self.client = create_app(
+            config, sns_fetch_certificate=fetch, sns_confirm=confirm
+        ).test_client()
+
+    def post(self, fields, *, sign=True, version="2", headers=AUTH):
+        if sign:
+            fields = sign_sns(fields, self.identity.key, version)
+        return self.client.post(
+            "/webhooks/sns",
+            data=body(fields),
+            headers={
+                **headers,
+                "Content-Type": "text/plain; charset=UTF-8",
+                "x-amz-sns-message-type": fields["Type"],
+            },
+        )
+
+
+@pytest.fixture
+def sns(redis_url, key_prefix, identity):
+    return Sns(redis_url, key_prefix, identity)
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_signed_datadog_notification_is_queued(sns, version):
+    response = sns.post(
+        notification_fields(DATADOG_TEXT, subject="[Triggered on {bank_code:0001}] Bank errors"),
+        version=version,
+    )
+    assert response.status_code == 202, response.get_json()
+    body_ = response.get_json()
+    assert body_["notification"]["monitor_id"] == "5203057"
+    assert body_["notification"]["event_id"] == "4437030580617369909"
+    assert body_["notification"]["transition"] == "alert"
+    assert [d["url"] for d in body_["deliveries"]] == [CALLBACK]
+
+
+def test_an_sns_retry_with_the_same_message_id_is_one_delivery(sns):
+    fields = notification_fields(DATADOG_TEXT)
+    first = sns.post(fields).get_json()["deliveries"][0]
+    again = sns.post(fields).get_json()["deliveries"][0]
+    assert again["id"] == first["id"] and again["duplicate"] is True
+    assert sns.fetched == [sns.fetched[0]]  # the certificate is cached
+
+
+def test_a_topic_not_listed_is_403_before_anything_is_fetched(sns):
+    fields = notification_fields(DATADOG_TEXT, topic_arn="arn:aws:sns:us-east-1:999999999999:other")
+    response = sns.post(fields)
+    assert response.status_code == 403
+    assert "ROUTER_SNS_TOPICS" in response.get_json()["error"]
+    assert sns.fetched == []
+
+
+def test_a_tampered_message_is_401(sns):
+    fields = sign_sns(notification_fields(DATADOG_TEXT), sns.identity.key, "2")
+    fields["Message"] = fields["Message"].replace("bank-charge", "evil")
+    response = sns.post(fields, sign=False)
+    assert response.status_code == 401
+    assert "signature" in response.get_json()["error"].lower()
+
+
+def test_the_inbound_token_is_required_too(sns):
+    assert sns.post(notification_fields(DATADOG_TEXT), headers={}).status_code == 401
+
+
+def test_subscription_confirmation_visits_the_subscribe_url(sns):
+    response = sns.post(confirmation_fields())
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["status"] == "subscribed"
+    assert sns.confirmed == [SUBSCRIBE_URL]
+
+
+def test_a_failed_confirmation_is_503_so_sns_retries(sns):
+    sns.fail_confirm = True
+    response = sns.post(confirmation_fields())
+    assert response.status_code == 503
+    assert "confirm" in response.get_json()["error"]
+
+
+def test_unsubscribe_confirmation_is_acknowledged(sns):
+    response = sns.post(confirmation_fields("UnsubscribeConfirmation"))
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "unsubscribed"
+    assert sns.confirmed == []
+
+
+def test_a_certificate_that_cannot_be_fetched_is_503(sns):
+    sns.fail_fetch = True
+    response = sns.post(notification_fields(DATADOG_TEXT))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+
+
+def test_not_json_is_400(sns):
+    response = sns.client.post("/webhooks/sns", data=b"hello", headers=AUTH)
+    assert response.status_code == 400
+    assert "JSON" in response.get_json()["error"]
+
+
+def test_a_non_datadog_message_is_422(sns):
+    response = sns.post(notification_fields("just some text", subject="hello"))
+    assert response.status_code == 422
+    assert "Datadog" in response.get_json()["error"]

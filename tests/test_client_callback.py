@@ -1,0 +1,311 @@
+"""Callback signatures, the typed body (as the router renders it), and apply_callback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from router.callback_body import build_callback_body
+from router.client import (
+    Breakers,
+    CallbackEvent,
+    InvalidCallbackBody,
+    InvalidSignature,
+    SignatureVerifier,
+    apply_callback,
+    parse_callback_body,
+    sign_headers,
+    tag_value,
+    verify_callback,
+    verify_signature,
+)
+from router.model import Enrichment, MonitorGroup, Notification
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+OTHER_SECRET = "whsec_c2VjcmV0LW9mLXNvbWVvbmUtZWxzZQ=="
+NOW = 1_700_000_000
+EVENT_MS = 1_699_999_990_123
+
+
+def notification(transition: str = "alert", **changes: Any) -> Notification:
+    fields: dict[str, Any] = {
+        "source": "datadog",
+        "dedup_key": f"datadog:8123456789012345678:{transition}",
+        "transition": transition,
+        "datadog_transition": "Triggered" if transition == "alert" else "Recovered",
+        "renotification": False,
+        "title": "[Triggered on {bank_code:0001}] bank-charge 5xx rate",
+        "message": "circuit-breaker-callback: https://svc/breaker/callback",
+        "callback_urls": ("https://svc/breaker/callback",),
+        "received_at_ms": EVENT_MS + 500,
+        "event_id": "8123456789012345678",  # beyond 2^53: must stay a string
+        "monitor_id": "123456",
+        "event_time_ms": EVENT_MS,
+        "tags": ("service:bank-charge", "env:prod"),
+        "scope": "bank_code:0001, env:prod",
+        "alert_cycle_key": "cycle-1",
+        "link": "https://app.datadoghq.com/event/1",
+        "org_id": "42",
+    }
+    fields.update(changes)
+    return Notification(**fields)
+
+
+def enrichment(*groups: tuple[str, str]) -> Enrichment:
+    return Enrichment(
+        status="complete",
+        monitor_id="123456",
+        monitor_name="bank-charge 5xx rate",
+        overall_state="Alert",
+        monitor_tags=("team:payments",),
+        groups=tuple(
+            MonitorGroup(
+                name=f"bank_code:{code},env:prod",
+                status=status,
+                tags=(f"bank_code:{code}", "env:prod"),
+                last_triggered_ms=EVENT_MS,
+            )
+            for code, status in groups
+        ),
+        event_tags=("service:bank-charge",),
+        event_title="bank-charge 5xx rate",
+        event_time_ms=EVENT_MS,
+    )
+
+
+def body_bytes(n: Notification, e: Enrichment | None = None, delivery_id: str = "d-1") -> bytes:
+    return json.dumps(build_callback_body(delivery_id, n, e), separators=(",", ":")).encode()
+
+
+def router_headers(body: bytes, *, webhook_id: str = "d-1", ts: int = NOW) -> dict[str, str]:
+    """Signed exactly as the router does, with the standardwebhooks package."""
+    stamp = datetime.fromtimestamp(ts, tz=UTC)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": Webhook(SECRET).sign(webhook_id, stamp, body.decode()),
+    }
+
+
+# -- signatures -------------------------------------------------------------------------------
+
+
+def test_verifies_what_the_router_signs() -> None:
+    body = body_bytes(notification())
+    event = verify_callback(body, router_headers(body), SECRET, now=NOW + 10)
+    assert event.webhook_id == "d-1" and event.delivery_id == "d-1"
+    assert verify_signature(body, router_headers(body), SECRET, now=NOW) == "d-1"
+
+
+def test_header_names_are_case_insensitive_and_secrets_rotate() -> None:
+    body = b'{"delivery_id":"d-1","transition":"alert"}'
+    headers = {k.title(): v for k, v in router_headers(body).items()}
+    verifier = SignatureVerifier([OTHER_SECRET, SECRET], clock=lambda: NOW)
+    assert verifier.verify(body, headers) == "d-1"
+
+
+def test_sign_headers_match_the_standard() -> None:
+    body = b'{"x":1}'
+    headers = sign_headers(body, SECRET, webhook_id="msg_1", timestamp=NOW)
+    assert headers["webhook-signature"] == Webhook(SECRET).sign(
+        "msg_1", datetime.fromtimestamp(NOW, tz=UTC), body.decode()
+    )
+    assert verify_signature(body, headers, SECRET, now=NOW) == "msg_1"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"webhook-signature": None}, "missing header webhook-signature"),
+        (
+            {"webhook-id": None, "webhook-timestamp": None},
+            "missing header webhook-id, webhook-timestamp",
+        ),
+        ({"webhook-timestamp": "yesterday"}, "must be integer Unix seconds"),
+        ({"webhook-timestamp": "17000000²"}, "must be integer Unix seconds"),
+        ({"webhook-timestamp": str(NOW - 301)}, "is 301s old; at most 300s"),
+        ({"webhook-timestamp": str(NOW + 400)}, "is 400s in the future"),
+        ({"webhook-signature": "garbage"}, "malformed webhook-signature entry 'garbage'"),
+        ({"webhook-signature": "v1,not*base64"}, "not valid base64"),
+        ({"webhook-signature": "v1a,c2lnbmF0dXJl"}, "has no 'v1,' signature"),
+        ({"webhook-id": "d-2"}, "signature does not match"),
+    ],
+)
+def test_rejections_say_what_was_wrong(change: dict[str, str | None], message: str) -> None:
+    body = body_bytes(notification())
+    headers: dict[str, str] = {}
+    for name, value in {**router_headers(body), **change}.items():
+        if value is not None:
+            headers[name] = value
+    with pytest.raises(InvalidSignature, match=message):
+        verify_callback(body, headers, SECRET, now=NOW)
+
+
+def test_a_changed_body_or_another_secret_fails() -> None:
+    body = body_bytes(notification())
+    headers = router_headers(body)
+    with pytest.raises(InvalidSignature, match="does not match"):
+        verify_callback(body.replace(b"0001", b"0002"), headers, SECRET, now=NOW)
+    with pytest.raises(InvalidSignature, match="does not match"):
+        verify_callback(body, headers, OTHER_SECRET, now=NOW)
+    assert verify_callback(body, headers, SECRET, now=NOW - 300, tolerance_s=300)
+    with pytest.raises(InvalidSignature, match="at most 10s"):
+        verify_callback(body, headers, SECRET, now=NOW + 11, tolerance_s=10)
+
+
+def test_a_malformed_secret_is_a_setup_error() -> None:
+    with pytest.raises(ValueError, match="whsec_"):
+        SignatureVerifier("whsec_%%%")
+
+
+# -- the body --------------------------------------------------------------------------------
+
+
+def test_body_round_trips_from_the_router_renderer() -> None:
+    n = notification()
+    e = enrichment(("0001", "Alert"), ("0002", "OK"))
+    event = parse_callback_body(body_bytes(n, e), webhook_id="d-1")
+    assert (event.schema, event.delivery_id, event.transition, event.source) == (
+        1,
+        "d-1",
+        "alert",
+        "datadog",
+    )
+    assert (event.datadog_transition, event.renotification) == ("Triggered", False)
+    assert event.monitor.id == "123456" and event.monitor.name == "bank-charge 5xx rate"
+    assert event.monitor.overall_state == "Alert" and event.monitor.tags == ("team:payments",)
+    assert [(g.name, g.status, g.tags) for g in event.monitor.groups] == [
+        ("bank_code:0001,env:prod", "Alert", ("bank_code:0001", "env:prod")),
+        ("bank_code:0002,env:prod", "OK", ("bank_code:0002", "env:prod")),
+    ]
+    assert event.monitor.groups[0].last_triggered_ms == EVENT_MS
+    assert event.group is not None
+    assert (event.group.name, event.group.status) == ("bank_code:0001,env:prod", "Alert")
+    assert event.event.id == "8123456789012345678"
+    assert (event.event.time_ms, event.version) == (EVENT_MS, EVENT_MS)
+    assert event.event.tags == ("service:bank-charge", "env:prod")
+    assert event.scope.text == "bank_code:0001, env:prod"
+    assert event.scope.tags == ("bank_code:0001", "env:prod")
+    assert (event.enrichment.status, event.enrichment.complete) == ("complete", True)
+    assert (event.alert_cycle_key, event.org_id) == ("cycle-1", "42")
+    assert event.tag_value("bank_code") == "0001"
+    assert [g.tag_value("bank_code") for g in event.groups_with_tag("bank_code")] == [
+        "0001",
+        "0002",
+    ]
+    assert event.groups_with_tag("region") == ()
+    assert event.raw["delivery_id"] == "d-1"
+
+
+def test_body_without_enrichment() -> None:
+    event = parse_callback_body(body_bytes(notification("recovery", scope=None)))
+    assert event.monitor.groups == () and event.group is None
+    assert (event.enrichment.status, event.enrichment.complete) == ("none", False)
+    assert event.enrichment.problems == ("not enriched",)
+    assert event.tag_value("bank_code") is None
+    assert event.webhook_id is None
+
+
+def test_tag_value() -> None:
+    assert tag_value(["env:prod", "bank_code:0001", "bank_code:0002"], "bank_code") == "0001"
+    assert tag_value(["bank_code:"], "bank_code") is None
+    assert tag_value(["bank_codes:1"], "bank_code") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "must be a JSON object, got list"),
+        (b'{"transition": "alert"}', "'delivery_id' must be a non-empty string"),
+        (
+            b'{"delivery_id": "d", "transition": "alert", "monitor": {"groups": [{"tags": "x"}]}}',
+            "'monitor.groups\\[0\\].tags' must be a list of strings, got str",
+        ),
+        (
+            b'{"delivery_id": "d", "transition": "alert", "event": {"time_ms": "1700000000000"}}',
+            "'event.time_ms' must be an integer or null",
+        ),
+    ],
+)
+def test_unreadable_bodies_name_the_field(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidCallbackBody, match=message):
+        parse_callback_body(body)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    data = json.loads(body_bytes(notification()))
+    data["added_in_schema_2"] = {"anything": True}
+    data["schema"] = 2
+    assert parse_callback_body(data).schema == 2
+
+
+# -- apply_callback ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def breakers(redis_url: str, key_prefix: str) -> Iterator[Breakers]:
+    b = Breakers.from_url(redis_url, prefix=key_prefix, sync=False)
+    b.refresh()
+    yield b
+    b.stop()
+
+
+def event_of(n: Notification, e: Enrichment | None = None) -> CallbackEvent:
+    return parse_callback_body(body_bytes(n, e))
+
+
+def test_enriched_callback_applies_the_groups_as_a_snapshot(breakers: Breakers) -> None:
+    breakers.open("bank-charge", "0009", reason="from before", version=EVENT_MS - 1000)
+    e = enrichment(("0001", "Alert"), ("0002", "OK"), ("0003", "Warn"))
+    results = apply_callback(breakers, event_of(notification(), e), "bank-charge", tag="bank_code")
+    assert {r.key: r.new_state for r in results} == {
+        "0001": "open",
+        "0002": "closed",
+        "0003": "closed",
+        "0009": "recovering",  # not among the monitor's groups: closed, ramping
+    }
+    state = breakers.state("bank-charge", "0001")
+    assert state.version == EVENT_MS
+    assert state.reason == "alert: [Triggered on {bank_code:0001}] bank-charge 5xx rate"
+    assert state.source == "monitor:123456 event:8123456789012345678 delivery:d-1"
+    warn = apply_callback(
+        breakers,
+        event_of(notification(), e),
+        "bank-charge",
+        tag="bank_code",
+        open_statuses={"Alert", "Warn"},
+    )
+    assert {r.key: r.new_state for r in warn}["0003"] == "open"
+
+
+def test_unenriched_callback_drives_the_notified_group(breakers: Breakers) -> None:
+    opened = apply_callback(breakers, event_of(notification()), "bank-charge", tag="bank_code")
+    assert [(r.key, r.new_state) for r in opened] == [("0001", "open")]
+    late = notification("recovery", event_time_ms=EVENT_MS - 1)
+    assert apply_callback(breakers, event_of(late), "bank-charge", tag="bank_code")[0].outcome == (
+        "stale"
+    )
+    recovered = notification("recovery", event_time_ms=EVENT_MS + 1)
+    closed = apply_callback(breakers, event_of(recovered), "bank-charge", tag="bank_code")
+    assert [(r.key, r.new_state) for r in closed] == [("0001", "recovering")]
+    untagged = notification(scope="env:prod")
+    assert apply_callback(breakers, event_of(untagged), "bank-charge", tag="bank_code") == []
+
+
+def test_keyless_callback_follows_the_monitor(breakers: Breakers) -> None:
+    assert (
+        apply_callback(breakers, event_of(notification(scope=None)), "acme")[0].new_state == "open"
+    )
+    warn = notification("warning", scope=None, event_time_ms=EVENT_MS + 1)
+    assert apply_callback(breakers, event_of(warn), "acme")[0].new_state == "recovering"
+    renotify = notification("renotify", scope=None, event_time_ms=EVENT_MS + 2)
+    assert apply_callback(breakers, event_of(renotify), "acme") == []
+    e = Enrichment(status="complete", overall_state="Alert", groups=())
+    later = notification("renotify", scope=None, event_time_ms=EVENT_MS + 3)
+    assert apply_callback(breakers, event_of(later, e), "acme")[0].new_state == "open"
