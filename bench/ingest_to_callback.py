@@ -22,9 +22,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import free_port  # noqa: E402
-from tests.payloads import custom_payload  # noqa: E402
-from tests.support import (  # noqa: E402
+from tests.conftest import free_port
+from tests.payloads import custom_payload
+from tests.support import (
     INBOUND_TOKEN,
     process,
     router_command,
@@ -69,8 +69,9 @@ def main() -> None:
                 sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
                 "--workers", "2", "router.app:create_app()",
             ]  # fmt: skip
-            with process(web_args, env, log_path=logs / "web.log"), process(
-                router_command("worker"), env, log_path=logs / "worker.log"
+            with (
+                process(web_args, env, log_path=logs / "web.log"),
+                process(router_command("worker"), env, log_path=logs / "worker.log"),
             ):
                 base = f"http://127.0.0.1:{port}"
                 wait_http(f"{base}/readyz")
@@ -80,7 +81,9 @@ def main() -> None:
                     direct = []
                     for n in range(args.alerts):
                         started = time.perf_counter()
-                        http.post(f"{receiver.url}/direct", json=custom_payload("x", event_id=str(n)))
+                        http.post(
+                            f"{receiver.url}/direct", json=custom_payload("x", event_id=str(n))
+                        )
                         direct.append((time.perf_counter() - started) * 1000)
                     receiver.requests.clear()
 
@@ -88,12 +91,18 @@ def main() -> None:
                     for n in range(args.alerts):
                         payload = custom_payload(f"{receiver.url}/cb", event_id=str(10**6 + n))
                         started = time.perf_counter()
-                        response = http.post(f"{base}/webhooks/datadog", json=payload, headers=headers)
+                        response = http.post(
+                            f"{base}/webhooks/datadog", json=payload, headers=headers
+                        )
                         accepted.append((time.perf_counter() - started) * 1000)
                         assert response.status_code == 202, response.text
-                        wait_for(lambda n=n: len(receiver.requests) > n, timeout=10, interval=0.0005)
+                        wait_for(
+                            lambda n=n: len(receiver.requests) > n, timeout=10, interval=0.0005
+                        )
                         end_to_end.append((time.perf_counter() - started) * 1000)
-        print(f"{args.alerts} alerts, one at a time, gunicorn 2 workers + 1 router worker, loopback")
+        print(
+            f"{args.alerts} alerts, one at a time, gunicorn 2 workers + 1 router worker, loopback"
+        )
         report("baseline: POST straight to callback", direct)
         report("router: POST answered 202", accepted)
         report("router: POST to callback received", end_to_end)

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import click
 import redis
 
+from router.cli_breakers import breakers
 from router.config import DEFAULT_CALLBACK_KEYWORD, Settings
 from router.errors import ConfigError
 from router.keys import RouterKeys
@@ -249,6 +250,9 @@ def dlq_purge(delivery_ids: tuple[str, ...], select_all: bool, yes: bool) -> Non
     click.echo(f"purged {removed} of {len(ids)}")
     if removed < len(ids):
         sys.exit(1)
+
+
+cli.add_command(breakers)
 
 
 def main() -> None:

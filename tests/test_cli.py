@@ -455,3 +455,60 @@ def test_main_with_redis_unreachable_says_where_it_looked():
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith(f"router: cannot reach Redis at {url}: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- router breakers ----------------------------------------------------------------------
+
+
+def _breakers_env(redis_url: str, key_prefix: str) -> dict[str, str]:
+    return {"REDIS_URL": redis_url, "BREAKERS_PREFIX": key_prefix}
+
+
+def test_breakers_open_for_a_while_then_list_history_and_clear(redis_url, key_prefix):
+    runner = CliRunner()
+    env = _breakers_env(redis_url, key_prefix)
+    opened = runner.invoke(
+        cli,
+        ["breakers", "open", "bank-charge", "0001", "--reason", "bank maintenance", "--for", "30m"],
+        env=env,
+    )
+    assert opened.exit_code == 0, opened.output
+    assert opened.output.strip() == "bank-charge 0001: closed -> forced_open for 30m"
+
+    listed = runner.invoke(cli, ["breakers", "list", "--json"], env=env)
+    [state] = json.loads(listed.output)
+    assert (state["name"], state["key"], state["state"]) == ("bank-charge", "0001", "forced_open")
+    assert state["reason"] == "bank maintenance" and state["expires_at_ms"] is not None
+
+    text = runner.invoke(cli, ["breakers", "list"], env=env).output
+    assert "bank-charge 0001" in text and "forced open" in text and "bank maintenance" in text
+
+    history = runner.invoke(cli, ["breakers", "history", "bank-charge", "0001"], env=env).output
+    assert "force_open" in history and "bank maintenance" in history
+
+    cleared = runner.invoke(cli, ["breakers", "clear", "bank-charge", "0001"], env=env)
+    assert cleared.output.strip() == "bank-charge 0001: forced_open -> closed"
+
+
+def test_breakers_close_a_whole_vendor(redis_url, key_prefix):
+    runner = CliRunner()
+    env = _breakers_env(redis_url, key_prefix)
+    result = runner.invoke(
+        cli, ["breakers", "close", "fx-quotes", "--reason", "false alarm"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "until `router breakers clear`" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["breakers", "open", "bank-charge"], "--reason"),
+        (["breakers", "open", "bad:name", "--reason", "x"], "breaker name"),
+        (["breakers", "open", "bank-charge", "--reason", "x", "--for", "soon"], "--for"),
+    ],
+)
+def test_breakers_mistakes_are_usage_errors(redis_url, key_prefix, args, expected):
+    result = CliRunner().invoke(cli, args, env=_breakers_env(redis_url, key_prefix))
+    assert result.exit_code == 2
+    assert expected in result.output

@@ -1,0 +1,1 @@
+"""An example service: bank charges behind per-bank circuit breakers driven by breaker-router."""
