@@ -16,6 +16,7 @@ import redis
 
 from router.cli_breakers import breakers
 from router.config import DEFAULT_CALLBACK_KEYWORD, Settings
+from router.demo import demo
 from router.errors import ConfigError
 from router.keys import RouterKeys
 from router.parsing.conditionals import lint_message
@@ -71,11 +72,19 @@ def worker() -> None:
 
 @cli.command()
 @click.option("--port", type=int, help="Port of the router web (default $PORT or 8000).")
-def dev(port: int | None) -> None:
+@click.option(
+    "--redis",
+    "redis_kind",
+    type=click.Choice(["auto", "redis-server", "fakeredis"]),
+    default="auto",
+    show_default=True,
+    help="Embedded Redis when REDIS_URL is unset: auto prefers redis-server on the PATH.",
+)
+def dev(port: int | None, redis_kind: str) -> None:
     """Run everything on this machine: Redis, Datadog stub, web, worker, example service."""
     from router.devserver import run_dev
 
-    run_dev(port)
+    run_dev(port, redis_kind)
 
 
 @cli.command()
@@ -253,6 +262,7 @@ def dlq_purge(delivery_ids: tuple[str, ...], select_all: bool, yes: bool) -> Non
 
 
 cli.add_command(breakers)
+cli.add_command(demo)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ DEFAULT_STUB_PORT = 8002
 # Not 6379, so a dev run never touches a Redis someone already uses.
 DEFAULT_REDIS_PORT = 6390
 DEV_INBOUND_TOKEN = "dev-token"
+DEV_RAMP_WINDOW_S = "15"
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 COLOURS = {"redis": "white", "stub": "blue", "web": "green", "worker": "yellow", "service": "cyan"}
@@ -121,10 +122,12 @@ def spawned(name: str, args: list[str], env: Mapping[str, str]) -> Iterator[Chil
 
 
 @contextmanager
-def embedded_redis(stack: ExitStack) -> Iterator[str]:
+def embedded_redis(stack: ExitStack, kind: str = "auto") -> Iterator[str]:
     """A throwaway Redis: `redis-server` if installed, else fakeredis's TCP server in-process."""
     port = pick_port(DEFAULT_REDIS_PORT)
-    binary = shutil.which("redis-server")
+    binary = shutil.which("redis-server") if kind != "fakeredis" else None
+    if kind == "redis-server" and binary is None:
+        raise click.ClickException("--redis redis-server: no redis-server on the PATH")
     if binary:
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="router-dev-"))
         args = [
@@ -166,51 +169,42 @@ def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def run_dev(web_port: int | None = None) -> None:
+def run_dev(web_port: int | None = None, redis_kind: str = "auto") -> None:
     python = sys.executable
     with ExitStack() as stack:
-        redis_url = os.environ.get("REDIS_URL") or stack.enter_context(embedded_redis(stack))
+        redis_url = os.environ.get("REDIS_URL") or stack.enter_context(
+            embedded_redis(stack, redis_kind)
+        )
         web = pick_port(web_port or int(os.environ.get("PORT", DEFAULT_WEB_PORT)))
         service = pick_port(DEFAULT_SERVICE_PORT)
         stub = pick_port(DEFAULT_STUB_PORT)
-        signing_secret = os.environ.get("ROUTER_SIGNING_SECRET") or new_signing_secret()
         service_url = f"http://127.0.0.1:{service}"
         env = {
             "REDIS_URL": redis_url,
             "ROUTER_INBOUND_TOKEN": os.environ.get("ROUTER_INBOUND_TOKEN", DEV_INBOUND_TOKEN),
-            "ROUTER_SIGNING_SECRET": signing_secret,
+            "ROUTER_SIGNING_SECRET": os.environ.get("ROUTER_SIGNING_SECRET")
+            or new_signing_secret(),
             "ROUTER_CALLBACK_ALLOW": f"{service_url}/",
             "DD_API_HOST": f"http://127.0.0.1:{stub}",
             "DD_API_KEY": "dev-api-key",
             "DD_APP_KEY": "dev-app-key",
         }
-        stack.enter_context(
-            spawned(
-                "stub", [python, "-m", "router.datadog_stub", "--port", str(stub), "--demo"], env
-            )
+        children: list[Child] = []
+
+        def start(name: str, args: list[str], extra: Mapping[str, str] | None = None) -> None:
+            children.append(stack.enter_context(spawned(name, args, {**env, **(extra or {})})))
+
+        start("stub", [python, "-m", "router.datadog_stub", "--port", str(stub)])
+        # A short ramp, so `router demo` shows the breaker closing within its run.
+        start(
+            "service",
+            [python, "-m", "services_example"],
+            {"PORT": str(service), "BREAKER_RAMP_WINDOW": DEV_RAMP_WINDOW_S},
         )
-        stack.enter_context(
-            spawned("service", [python, "-m", "services_example"], {**env, "PORT": str(service)})
-        )
-        stack.enter_context(
-            spawned(
-                "web",
-                [
-                    python,
-                    "-m",
-                    "gunicorn",
-                    "--bind",
-                    f"127.0.0.1:{web}",
-                    "--workers",
-                    "2",
-                    "--graceful-timeout",
-                    "5",
-                    "router.app:create_app()",
-                ],
-                env,
-            )
-        )
-        stack.enter_context(spawned("worker", [python, "-m", "router", "worker"], env))
+        gunicorn = [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{web}", "--workers", "2"]
+        start("web", [*gunicorn, "--graceful-timeout", "5", "router.app:create_app()"])
+        start("worker", [python, "-m", "router", "worker"])
+        wait_until(http_ok(f"{env['DD_API_HOST']}/stub/health"), "the Datadog API stub")
         wait_until(http_ok(f"http://127.0.0.1:{web}/readyz"), "the router web")
         wait_until(http_ok(f"{service_url}/healthz"), "the example service")
         print_welcome(web, service_url, env)
@@ -218,7 +212,13 @@ def run_dev(web_port: int | None = None) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.set())
         while not stopping.wait(0.5):
-            pass
+            exited = next((c for c in children if c.proc.poll() is not None), None)
+            if exited is not None:
+                click.secho(
+                    f"{exited.name} exited with code {exited.proc.returncode}; stopping everything",
+                    fg="red",
+                )
+                break
         click.secho("Stopping…", fg="magenta")
 
 
@@ -233,7 +233,7 @@ breaker-router is up.
   inbound token    {token}
 
 Try it, in another terminal:
-  router demo --router {base} --service {service_url}
+  .venv/bin/router demo --router {base} --service {service_url} --stub {env["DD_API_HOST"]}
 or by hand, a Datadog-shaped alert for bank 0001:
   curl -s -X POST {base}/webhooks/datadog -H 'Authorization: Bearer {token}' \\
     -H 'Content-Type: application/json' -d @docs/examples/alert.json
