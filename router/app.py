@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis
@@ -83,6 +84,18 @@ def _register_error_handlers(app: Flask) -> None:
         return _error("internal error; it has been logged", 500)
 
 
+def _datadog_check(published: str | None) -> dict[str, Any]:
+    if published is None:
+        return {"status": "unknown", "detail": "no worker has reported Datadog API health"}
+    health = json.loads(published)
+    return {
+        "status": "ok" if health.get("ok") and not health.get("problems") else "degraded",
+        "enabled": health.get("enabled"),
+        "problems": health.get("problems", []),
+        "reported_by": health.get("worker"),
+    }
+
+
 def create_app(
     config: Mapping[str, str] | None = None,
     *,
@@ -114,11 +127,18 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> tuple[dict[str, Any], int]:
+        queue: DeliveryQueue = app.extensions["router.queue"]
         try:
             client.ping()
+            datadog = cast(str | None, client.get(queue.keys.enrichment_health))
         except redis.RedisError as exc:
             return {"status": "unavailable", "checks": {"redis": f"unreachable: {exc}"}}, 503
-        return {"status": "ready", "checks": {"redis": "ok"}}, 200
+        # Ready means notifications are accepted; Datadog trouble only makes them partial,
+        # so it is reported here without failing readiness.
+        return {
+            "status": "ready",
+            "checks": {"redis": "ok", "datadog": _datadog_check(datadog)},
+        }, 200
 
     @app.get("/metrics")
     def metrics() -> Response:

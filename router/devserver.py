@@ -194,7 +194,7 @@ def run_dev(web_port: int | None = None, redis_kind: str = "auto") -> None:
         def start(name: str, args: list[str], extra: Mapping[str, str] | None = None) -> None:
             children.append(stack.enter_context(spawned(name, args, {**env, **(extra or {})})))
 
-        start("stub", [python, "-m", "router.datadog_stub", "--port", str(stub)])
+        start("stub", [python, "-m", "router.datadog_stub", "--port", str(stub), "--demo"])
         # A short ramp, so `router demo` shows the breaker closing within its run.
         start(
             "service",

@@ -54,6 +54,19 @@ class RouterKeys:
     def delivery_pattern(self) -> str:
         return f"{self.prefix}:delivery:*"
 
+    @property
+    def enrichment_health(self) -> str:
+        """String: the latest worker's Datadog API health as JSON, shown on /readyz."""
+        return f"{self.prefix}:enrichment-health"
+
+    def dd_monitor(self, monitor_id: str) -> str:
+        """String: a Datadog monitor snapshot as JSON, shared by workers for a few seconds."""
+        return f"{self.prefix}:dd-monitor:{monitor_id}"
+
+    def dd_monitor_read(self, monitor_id: str) -> str:
+        """String: token of the process reading this monitor from Datadog right now (a lease)."""
+        return f"{self.prefix}:dd-monitor-read:{monitor_id}"
+
 
 DEFAULT_BREAKER_PREFIX = "breakers"
 

@@ -9,6 +9,7 @@ stays pending in Redis and another worker reclaims it after `ROUTER_CLAIM_IDLE`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -30,6 +31,7 @@ from router.allowlist import CallbackAllowList
 from router.callback_body import build_callback_body
 from router.config import Settings, format_duration
 from router.delivery import AttemptResult, CallbackSender
+from router.enrich import Enricher
 from router.keys import RouterKeys
 from router.model import Enrichment, Notification
 from router.queue import Claim, Delivery, DeliveryQueue, now_ms
@@ -45,6 +47,8 @@ READ_BLOCK_MS = 500
 # How often due retries are moved back to the stream.
 MOVE_DUE_INTERVAL_S = 0.2
 HEARTBEAT_INTERVAL_S = 5.0
+# The Datadog health a worker publishes for /readyz disappears if no worker refreshes it.
+HEALTH_TTL_S = 6 * HEARTBEAT_INTERVAL_S
 # A delivery whose worker died this many times is poison, not bad luck: park it for a person.
 MAX_RECLAIMS = 5
 # An endpoint already at its concurrency limit: look again shortly, without counting an attempt.
@@ -56,10 +60,6 @@ REDIS_BACKOFF_MAX_S = 5.0
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
-
-
-def _no_enrichment(_notification: Notification, _budget_s: float) -> Enrichment:
-    return Enrichment.none("enrichment is not configured (DD_API_KEY/DD_APP_KEY unset)")
 
 
 class Worker:
@@ -82,7 +82,15 @@ class Worker:
         self.policy = RetryPolicy(settings.retry_schedule, rng=rng)
         self.allow = CallbackAllowList(settings.callback_allow)
         self.sender = sender or CallbackSender(secret, timeout_s=settings.delivery_timeout_s)
-        self.enrich = enrich or _no_enrichment
+        self.enricher: Enricher | None = None
+        if enrich is None:
+            # Without DD_API_KEY/DD_APP_KEY it says so once and returns status "none".
+            enricher = self.enricher = Enricher(settings, redis_client=self.redis)
+
+            def enrich(notification: Notification, budget_s: float) -> Enrichment:
+                return enricher.enrich(notification, budget_s=budget_s)
+
+        self.enrich = enrich
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._lock = threading.Condition()
@@ -129,7 +137,7 @@ class Worker:
                     self.queue.move_due()
                     next_move = now + MOVE_DUE_INTERVAL_S
                 if now >= next_heartbeat:
-                    self.redis.hset(self.queue.keys.worker_heartbeats, self.name, now_ms())
+                    self._heartbeat()
                     next_heartbeat = now + HEARTBEAT_INTERVAL_S
                 if now >= next_reclaim:
                     self._dispatch_reclaimed()
@@ -156,6 +164,18 @@ class Worker:
                 backoff = self._back_off(backoff)
         self._drain()
 
+    def _heartbeat(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.queue.keys.worker_heartbeats, self.name, now_ms())
+        if self.enricher is not None:
+            health = {"worker": self.name, "at_ms": now_ms(), **self.enricher.health()}
+            pipe.set(
+                self.queue.keys.enrichment_health,
+                json.dumps(health, default=str),
+                px=int(HEALTH_TTL_S * 1000),
+            )
+        pipe.execute()
+
     def _back_off(self, current: float) -> float:
         delay = min(max(current * 2, 0.1), REDIS_BACKOFF_MAX_S)
         self._stop.wait(delay)
@@ -167,6 +187,8 @@ class Worker:
                 log.info("waiting for %d in-flight deliveries", self._in_flight)
         self._executor.shutdown(wait=True)
         self.sender.close()
+        if self.enricher is not None:
+            self.enricher.close()
         with suppress(redis.RedisError):
             self.redis.hdel(self.queue.keys.worker_heartbeats, self.name)
         log.info("worker %s stopped", self.name)
