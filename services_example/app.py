@@ -26,6 +26,7 @@ from router.client import (
     apply_callback,
     callback_blueprint,
 )
+from router.keys import DEFAULT_BREAKER_PREFIX
 from services_example.vendor import FakeBank, FakeFxQuotes
 
 BANK_BREAKER = "bank-charge"
@@ -68,7 +69,9 @@ def create_app(
             raise SystemExit(f"services_example: {name} is not set")
     if breakers is None:
         breakers = Breakers.from_url(
-            env["REDIS_URL"], ramp_window=float(env.get("BREAKER_RAMP_WINDOW", "60"))
+            env["REDIS_URL"],
+            prefix=env.get("BREAKERS_PREFIX") or DEFAULT_BREAKER_PREFIX,
+            ramp_window=float(env.get("BREAKER_RAMP_WINDOW", "60")),
         )
     bank, fx = FakeBank(), FakeFxQuotes()
     app = Flask(__name__)
