@@ -22,6 +22,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from router.devserver import web_command
 from tests.conftest import free_port
 from tests.payloads import custom_payload
 from tests.support import (
@@ -65,10 +66,7 @@ def main() -> None:
                 ROUTER_LOG_LEVEL="WARNING",
             )
             port = free_port()
-            web_args = [
-                sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                "--workers", "2", "router.app:create_app()",
-            ]  # fmt: skip
+            web_args = web_command(port)
             with (
                 process(web_args, env, log_path=logs / "web.log"),
                 process(router_command("worker"), env, log_path=logs / "worker.log"),

@@ -165,6 +165,19 @@ def embedded_redis(stack: ExitStack, kind: str = "auto") -> Iterator[str]:
     yield url
 
 
+def web_command(port: int, *, workers: int = 2) -> list[str]:
+    """The router web under gunicorn on 127.0.0.1:`port` (for dev, tests and benchmarks)."""
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers),
+        "--graceful-timeout", "5",
+        # gunicorn's control socket has one default path per user; two servers would fight.
+        "--no-control-socket",
+        "router.app:create_app()",
+    ]  # fmt: skip
+
+
 def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -201,8 +214,7 @@ def run_dev(web_port: int | None = None, redis_kind: str = "auto") -> None:
             [python, "-m", "services_example"],
             {"PORT": str(service), "BREAKER_RAMP_WINDOW": DEV_RAMP_WINDOW_S},
         )
-        gunicorn = [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{web}", "--workers", "2"]
-        start("web", [*gunicorn, "--graceful-timeout", "5", "router.app:create_app()"])
+        start("web", web_command(web))
         start("worker", [python, "-m", "router", "worker"])
         wait_until(http_ok(f"{env['DD_API_HOST']}/stub/health"), "the Datadog API stub")
         wait_until(http_ok(f"http://127.0.0.1:{web}/readyz"), "the router web")

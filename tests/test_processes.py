@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ import pytest
 import redis as redis_lib
 from standardwebhooks.webhooks import Webhook
 
+from router.devserver import web_command
 from tests.conftest import free_port
 from tests.payloads import custom_payload
 from tests.support import (
@@ -60,18 +60,7 @@ def _pings(client: redis_lib.Redis) -> bool:
 @contextmanager
 def web(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--graceful-timeout",
-        "5",
-        "router.app:create_app()",
-    ]
+    args = web_command(port)
     with process(args, env, log_path=tmp_path / "web.log"):
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz")
