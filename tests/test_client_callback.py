@@ -309,3 +309,36 @@ def test_keyless_callback_follows_the_monitor(breakers: Breakers) -> None:
     e = Enrichment(status="complete", overall_state="Alert", groups=())
     later = notification("renotify", scope=None, event_time_ms=EVENT_MS + 3)
     assert apply_callback(breakers, event_of(later, e), "acme")[0].new_state == "open"
+
+
+def test_the_notification_is_the_authority_on_its_own_group(breakers: Breakers) -> None:
+    # The monitor read lags (cached, or Datadog not yet indexed): it still shows 0001 OK.
+    stale_read = enrichment(("0001", "OK"), ("0002", "Alert"), ("0003", "OK"))
+    results = apply_callback(
+        breakers, event_of(notification(), stale_read), "bank-charge", tag="bank_code"
+    )
+    assert {r.key: r.new_state for r in results} == {
+        "0001": "open",  # the alert says so, whatever the read shows
+        "0002": "open",  # the read repairs a group whose own alert was lost
+        "0003": "closed",
+    }
+    # And a recovery of 0001 read while the read still shows it in Alert closes it.
+    lagging = enrichment(("0001", "Alert"), ("0002", "Alert"), ("0003", "OK"))
+    recovered = notification("recovery", event_time_ms=EVENT_MS + 1)
+    results = apply_callback(breakers, event_of(recovered, lagging), "bank-charge", tag="bank_code")
+    assert {r.key: r.new_state for r in results}["0001"] == "recovering"
+
+
+def test_a_keyless_breaker_stays_open_while_any_group_alerts(breakers: Breakers) -> None:
+    both = enrichment(("0001", "Alert"), ("0002", "Alert"))
+    assert apply_callback(breakers, event_of(notification(), both), "acme")[0].new_state == "open"
+    # 0001 recovers; 0002 still alerts: the whole vendor stays refused.
+    one_left = enrichment(("0001", "OK"), ("0002", "Alert"))
+    recovered = notification("recovery", event_time_ms=EVENT_MS + 1)
+    [result] = apply_callback(breakers, event_of(recovered, one_left), "acme")
+    assert result.new_state == "open"
+    # The last group recovers, though the read still lags and shows it in Alert.
+    lagging = enrichment(("0001", "OK"), ("0002", "Alert"))
+    last = notification("recovery", event_time_ms=EVENT_MS + 2, scope="bank_code:0002, env:prod")
+    [result] = apply_callback(breakers, event_of(last, lagging), "acme")
+    assert result.new_state == "recovering"

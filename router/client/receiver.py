@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from router.client.breakers import Breakers
-from router.client.callback import CallbackEvent, parse_callback_body
+from router.client.callback import CallbackEvent, Group, parse_callback_body
 from router.client.errors import BreakerStoreUnavailable, InvalidCallbackBody, InvalidSignature
 from router.client.model import WriteResult
 from router.client.signature import SignatureVerifier
@@ -102,6 +102,24 @@ def _notified_status(event: CallbackEvent) -> str | None:
     return STATUS_AFTER.get(event.transition)
 
 
+def _groups_as_notified(event: CallbackEvent) -> list[Group]:
+    """The monitor's groups as read, with the notified group at the status the notification
+    names: the notification is the authority on its own group at its event time, while the
+    read (possibly cached, possibly lagging Datadog's indexing) is the authority on the rest.
+    """
+    notified, status = event.group, _notified_status(event)
+    if notified is None or status is None or status == "Unknown":
+        return list(event.monitor.groups)
+    wanted = frozenset(notified.tags)
+    groups = [
+        replace(group, status=status) if frozenset(group.tags) == wanted else group
+        for group in event.monitor.groups
+    ]
+    if not any(frozenset(group.tags) == wanted for group in groups):
+        groups.append(replace(notified, status=status))
+    return groups
+
+
 def apply_callback(
     breakers: Breakers,
     event: CallbackEvent,
@@ -124,13 +142,21 @@ def apply_callback(
     ids = f"delivery={event.delivery_id} monitor={event.monitor.id} event={event.event.id}"
     key: str | None = None
     if tag is None:
-        status = event.monitor.overall_state if event.enrichment.complete else None
-        status = status or _notified_status(event)
+        status = _notified_status(event)
+        if event.enrichment.complete and event.monitor.groups:
+            # The whole vendor is down while any group is: one group recovering while
+            # another still alerts keeps the keyless breaker open.
+            groups = _groups_as_notified(event)
+            status = next((g.status for g in groups if g.status in open_statuses), "OK")
+        elif status is None and event.enrichment.complete:
+            status = event.monitor.overall_state
     else:
         if event.enrichment.complete and event.monitor.groups:
             states: dict[str | None, bool | str] = {}
-            for group in event.groups_with_tag(tag):
+            for group in _groups_as_notified(event):
                 value = group.tag_value(tag)
+                if value is None:
+                    continue
                 states[value] = bool(states.get(value)) or group.status in open_statuses
             if states:
                 return breakers.apply_snapshot(
