@@ -119,6 +119,12 @@ class Demo:
         }
         if not self.tell_stub("/stub/monitors", monitor):
             click.echo("No Datadog API stub answers; continuing without enrichment.")
+        before = self.breaker("0001")
+        if before and before["state"] != "closed":
+            click.echo(
+                f"bank-charge 0001 is already {before['state']} (an earlier alert?): the timing "
+                "below says when the router's new alert was applied, not a change of state."
+            )
         click.secho("1. Bank 0001's API starts failing: the monitor alerts", bold=True)
         self.notify("Triggered", {DEMO_GROUPS[0]: "Alert", DEMO_GROUPS[1]: "OK"})
         took = self.wait_for_state("0001", ("open",), WAIT_S)
