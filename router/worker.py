@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -31,6 +30,7 @@ from router.allowlist import CallbackAllowList
 from router.callback_body import build_callback_body
 from router.config import Settings, format_duration
 from router.delivery import AttemptResult, CallbackSender
+from router.endpoints import EndpointGate
 from router.enrich import Enricher
 from router.keys import RouterKeys
 from router.model import Enrichment, Notification
@@ -45,14 +45,20 @@ EnrichFn = Callable[[Notification, float], Enrichment]
 # Short enough that a stop request or a due retry is noticed within half a second.
 READ_BLOCK_MS = 500
 # How often due retries are moved back to the stream.
-MOVE_DUE_INTERVAL_S = 0.2
+MOVE_DUE_INTERVAL_S = 0.05
 HEARTBEAT_INTERVAL_S = 5.0
 # The Datadog health a worker publishes for /readyz disappears if no worker refreshes it.
 HEALTH_TTL_S = 6 * HEARTBEAT_INTERVAL_S
 # A delivery whose worker died this many times is poison, not bad luck: park it for a person.
 MAX_RECLAIMS = 5
-# An endpoint already at its concurrency limit: look again shortly, without counting an attempt.
-ENDPOINT_BUSY_DEFER_MS = 1000
+# A delivery waits in-process behind its busy endpoint only if it should start within this.
+MAX_PARKED_WAIT_S = 2.0
+# Parked deliveries per worker slot: bounds what one process holds back from other workers.
+PARKED_PER_SLOT = 4
+# Parked longer than this share of ROUTER_CLAIM_IDLE (the endpoint slowed down), a delivery
+# goes back to Redis well before another worker could think its holder died.
+SHED_PARKED_AFTER_CLAIM_IDLE = 1 / 3
+SHED_INTERVAL_S = 1.0
 # Backoff while Redis is unreachable, so a restart storm does not hammer it.
 REDIS_BACKOFF_MAX_S = 5.0
 
@@ -95,7 +101,11 @@ class Worker:
         self._stop = threading.Event()
         self._lock = threading.Condition()
         self._in_flight = 0
-        self._by_origin: Counter[str] = Counter()
+        self._gate: EndpointGate[tuple[Claim, Delivery]] = EndpointGate(
+            settings.per_endpoint_concurrency,
+            max_parked=settings.worker_concurrency * PARKED_PER_SLOT,
+            max_wait_s=MAX_PARKED_WAIT_S,
+        )
         self._executor = ThreadPoolExecutor(
             max_workers=settings.worker_concurrency, thread_name_prefix="deliver"
         )
@@ -125,7 +135,7 @@ class Worker:
             ",".join(format_duration(s) for s in self.settings.retry_schedule),
         )
         backoff = 0.0
-        next_move = next_reclaim = next_heartbeat = 0.0
+        next_move = next_reclaim = next_heartbeat = next_shed = 0.0
         group_ready = False
         while not self._stop.is_set():
             try:
@@ -142,6 +152,9 @@ class Worker:
                 if now >= next_reclaim:
                     self._dispatch_reclaimed()
                     next_reclaim = now + max(self.settings.claim_idle_s / 4, 1.0)
+                if now >= next_shed:
+                    self._shed_parked()
+                    next_shed = now + SHED_INTERVAL_S
                 self._dispatch_new()
                 if backoff:
                     log.info("Redis is reachable again; worker %s resumes", self.name)
@@ -182,6 +195,10 @@ class Worker:
         return delay
 
     def _drain(self) -> None:
+        # Deliveries waiting behind a busy endpoint go back to the queue for another worker.
+        for claim, delivery in self._gate.drain():
+            with suppress(redis.RedisError):
+                self.queue.defer(claim, delivery.id, 0)
         with self._lock:
             if self._in_flight:
                 log.info("waiting for %d in-flight deliveries", self._in_flight)
@@ -196,8 +213,10 @@ class Worker:
     # -- dispatch ------------------------------------------------------------------------
 
     def _free_slots(self) -> int:
+        """How many entries to take now: free threads, unless this process parks too many."""
         with self._lock:
-            return self.settings.worker_concurrency - self._in_flight
+            free = self.settings.worker_concurrency - self._in_flight
+        return min(free, self._gate.max_parked - self._gate.parked_total)
 
     def _dispatch_new(self) -> None:
         free = self._free_slots()
@@ -217,14 +236,23 @@ class Worker:
             log.warning("delivery=%s reclaimed from a worker that stopped", claim.delivery_id)
             self._submit(claim)
 
+    def _shed_parked(self) -> None:
+        older_than = self.settings.claim_idle_s * SHED_PARKED_AFTER_CLAIM_IDLE
+        for claim, delivery in self._gate.shed(older_than):
+            log.info("delivery=%s waited too long for its endpoint; back to the queue", delivery.id)
+            self.queue.defer(claim, delivery.id, 0)
+
     def _submit(self, claim: Claim) -> None:
+        """Hand a claimed entry to a delivery thread; it holds one slot until finished."""
         with self._lock:
             self._in_flight += 1
         self._executor.submit(self._handle, claim)
 
     def _handle(self, claim: Claim) -> None:
         try:
-            self._handle_claim(claim)
+            delivery = self._prepare(claim)
+            if delivery is not None:
+                self._admit(claim, delivery)
         except Exception:
             # Left pending in Redis: a worker reclaims it after ROUTER_CLAIM_IDLE.
             log.exception(
@@ -235,11 +263,31 @@ class Worker:
                 self._in_flight -= 1
                 self._lock.notify_all()
 
-    def _handle_claim(self, claim: Claim) -> None:
+    def _admit(self, claim: Claim, delivery: Delivery) -> None:
+        origin = _origin(delivery.url)
+        decision = self._gate.admit(origin, (claim, delivery))
+        if decision == "parked":
+            return
+        if isinstance(decision, float):
+            # The endpoint already has its share of this worker: look again later, unattempted.
+            self.queue.defer(claim, delivery.id, int(decision * 1000))
+            return
+        # Then whatever waits behind the same endpoint, on this same thread.
+        item: tuple[Claim, Delivery] | None = (claim, delivery)
+        while item is not None:
+            duration_s = None
+            try:
+                duration_s = self._attempt(*item)
+            except Exception:
+                log.exception("delivery=%s failed inside the worker; it stays queued", item[1].id)
+            item = self._gate.finished(origin, duration_s)
+
+    def _prepare(self, claim: Claim) -> Delivery | None:
+        """The delivery to attempt, or None when this entry needed no attempt."""
         delivery = self.queue.load(claim.delivery_id)
         if delivery is None or delivery.status in ("delivered", "dead"):
             self.queue.ack(claim)
-            return
+            return None
         if delivery.reclaims > MAX_RECLAIMS:
             self._dead(
                 claim,
@@ -247,23 +295,11 @@ class Worker:
                 f"a worker stopped {delivery.reclaims} times while holding this delivery; "
                 "parked so it cannot take more workers down",
             )
-            return
+            return None
         if not self.allow.allows(delivery.url):
             self._dead(claim, delivery, self.allow.refusal(delivery.url))
-            return
-        origin = _origin(delivery.url)
-        with self._lock:
-            busy = self._by_origin[origin] >= self.settings.per_endpoint_concurrency
-            if not busy:
-                self._by_origin[origin] += 1
-        if busy:
-            self.queue.defer(claim, delivery.id, ENDPOINT_BUSY_DEFER_MS)
-            return
-        try:
-            self._attempt(claim, delivery)
-        finally:
-            with self._lock:
-                self._by_origin[origin] -= 1
+            return None
+        return delivery
 
     def _enrichment(self, delivery: Delivery) -> Enrichment:
         try:
@@ -272,7 +308,8 @@ class Worker:
             log.exception("delivery=%s enrichment failed; sending without it", delivery.id)
             return Enrichment.none(f"enrichment failed: {exc}")
 
-    def _attempt(self, claim: Claim, delivery: Delivery) -> None:
+    def _attempt(self, claim: Claim, delivery: Delivery) -> float:
+        """One attempt and its consequence; returns how long the endpoint took, in seconds."""
         if delivery.attempts_this_round == 0:
             trigger = "replay" if delivery.replays else "first"
         else:
@@ -299,6 +336,7 @@ class Worker:
             self._dead(claim, delivery, f"permanent failure: {result.error}")
         else:
             self._retry_or_give_up(claim, delivery, result)
+        return result.duration_ms / 1000
 
     def _retry_or_give_up(self, claim: Claim, delivery: Delivery, result: AttemptResult) -> None:
         delay = self.policy.next_delay(delivery.attempts_this_round, result.retry_after_s)

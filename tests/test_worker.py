@@ -172,3 +172,69 @@ def test_the_worker_names_a_missing_setting(redis_url, key_prefix, missing):
     del env[missing]
     with pytest.raises(Exception, match=missing):
         Worker(Settings.from_env(env))
+
+
+def test_a_burst_to_one_endpoint_is_delivered_once_each_within_its_cap(
+    redis_url, redis, key_prefix
+):
+    with (
+        running_receiver() as receiver,
+        running_worker(
+            redis_url,
+            key_prefix,
+            receiver,
+            ROUTER_WORKER_CONCURRENCY="16",
+            ROUTER_PER_ENDPOINT_CONCURRENCY="3",
+        ),
+    ):
+        receiver.delay_s = 0.01
+        in_flight, peak = [0], [0]
+        original_record = receiver.record
+
+        def record(received):
+            original_record(received)
+            with receiver.lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+
+        def respond():
+            answer = Receiver.respond(receiver)
+            with receiver.lock:
+                in_flight[0] -= 1
+            return answer
+
+        receiver.record, receiver.respond = record, respond  # type: ignore[method-assign]
+        ids = {
+            enqueue(redis, key_prefix, f"{receiver.url}/cb", event_id=str(5000 + n))[1]
+            for n in range(150)
+        }
+        wait_for(lambda: len(receiver.requests) >= 150, timeout=30, what="150 callbacks")
+        queue = DeliveryQueue(redis, RouterKeys(key_prefix), retention_s=60)
+        wait_for(
+            lambda: all(queue.load(i).status == "delivered" for i in ids), what="all delivered"
+        )
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(ids)
+    assert peak[0] <= 3, f"{peak[0]} requests at once to one endpoint; the cap is 3"
+
+
+def test_stopping_finishes_the_attempt_in_flight_and_hands_back_the_rest(
+    redis_url, redis, key_prefix
+):
+    with running_receiver() as receiver:
+        receiver.delay_s = 1.0
+        with running_worker(
+            redis_url, key_prefix, receiver, ROUTER_PER_ENDPOINT_CONCURRENCY="1"
+        ) as worker:
+            for n in range(3):
+                queue, _ = enqueue(redis, key_prefix, f"{receiver.url}/cb", event_id=str(7000 + n))
+            wait_for(lambda: receiver.requests, what="the first attempt")
+            wait_for(lambda: worker._gate.parked_total == 1, what="one delivery parked")
+        # The worker has stopped: one attempt finished, nothing is left pending on it.
+    assert len(receiver.requests) == 1
+    depths = queue.depths()
+    assert depths["in_flight"] == 0
+    assert depths["delayed"] == 2  # the parked one handed back, the deferred one waiting
+    statuses = sorted(
+        redis.hget(key, "status") for key in redis.scan_iter(f"{key_prefix}:delivery:*")
+    )
+    assert statuses == ["delivered", "queued", "queued"]
