@@ -135,42 +135,29 @@ def _override(
     click.echo(f"{target}: {result.old_state} -> {result.new_state}{until}")
 
 
-@breakers.command("open")
-@click.argument("name")
-@click.argument("key", required=False)
-@click.option("--reason", required=True, help="Why; shown in listings and history.")
-@click.option("--for", "duration", help="Expire the override after e.g. 30m or 2h.")
-@redis_option
-@prefix_option
-def open_breaker(
-    name: str,
-    key: str | None,
-    reason: str,
-    duration: str | None,
-    redis_url: str | None,
-    prefix: str,
-) -> None:
-    """Force a breaker open; monitor events do not undo it until it ends."""
-    _override("open", name, key, reason, duration, redis_url, prefix)
+def _override_command(action: str, summary: str) -> click.Command:
+    @click.argument("name")
+    @click.argument("key", required=False)
+    @click.option("--reason", required=True, help="Why; shown in listings and history.")
+    @click.option("--for", "duration", help="Expire the override after e.g. 30m or 2h.")
+    @redis_option
+    @prefix_option
+    def command(
+        name: str,
+        key: str | None,
+        reason: str,
+        duration: str | None,
+        redis_url: str | None,
+        prefix: str,
+    ) -> None:
+        _override(action, name, key, reason, duration, redis_url, prefix)
+
+    command.__doc__ = summary
+    return breakers.command(action)(command)
 
 
-@breakers.command("close")
-@click.argument("name")
-@click.argument("key", required=False)
-@click.option("--reason", required=True, help="Why; shown in listings and history.")
-@click.option("--for", "duration", help="Expire the override after e.g. 30m or 2h.")
-@redis_option
-@prefix_option
-def close_breaker(
-    name: str,
-    key: str | None,
-    reason: str,
-    duration: str | None,
-    redis_url: str | None,
-    prefix: str,
-) -> None:
-    """Force a breaker closed; monitor events do not undo it until it ends."""
-    _override("close", name, key, reason, duration, redis_url, prefix)
+_override_command("open", "Force a breaker open; monitor events do not undo it until it ends.")
+_override_command("close", "Force a breaker closed; monitor events do not undo it until it ends.")
 
 
 @breakers.command("clear")

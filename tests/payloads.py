@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.demo import datadog_payload
+
 
 def custom_payload(
     callback_url: str,
@@ -15,28 +17,14 @@ def custom_payload(
     date_ms: str = "1795350000000",
 ) -> dict[str, Any]:
     """The README's recommended custom payload, as Datadog renders it (every value a string)."""
-    title_word = {"Recovered": "Recovered", "Warn": "Warn"}.get(transition, "Triggered")
-    return {
-        "id": event_id,
-        "alert_id": monitor_id,
-        "alert_transition": transition,
-        "alert_type": "error" if transition == "Triggered" else "success",
-        "alert_cycle_key": "7411112233445500000",
-        "alert_scope": scope,
-        "title": f"[{title_word} on {{{scope}}}] Bank charge API errors",
-        "body": (
-            "%%%\nBank charge API error rate is high.\n\n"
-            f"circuit-breaker-callback: {callback_url}\n\n"
-            "@webhook-breaker-router\n\n"
-            f"[[Monitor Status](https://app.datadoghq.com/monitors/{monitor_id}?group=bank_code%3A0001)]"
-            "\n%%%"
-        ),
-        "date": date_ms,
-        "tags": "bank_code:0001,env:prod,monitor,team:payments",
-        "link": f"https://app.datadoghq.com/event/event?id={event_id}",
-        "org_id": "11023",
-        "event_type": "query_alert_monitor",
-    }
+    return datadog_payload(
+        callback_url,
+        event_id=event_id,
+        transition=transition,
+        monitor_id=monitor_id,
+        scope=scope,
+        date_ms=int(date_ms),
+    )
 
 
 def default_payload(callback_url: str, *, event_id: str = "3089904566766935419") -> dict[str, Any]:
