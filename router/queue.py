@@ -240,11 +240,18 @@ class DeliveryQueue:
             for entry_id, fields in entries
         ]
 
-    def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Claim]:
-        """Take over entries another worker held for longer than `min_idle_ms` (it died)."""
+    def reclaim(
+        self, consumer: str, min_idle_ms: int, count: int, cursor: str = "0-0"
+    ) -> tuple[list[Claim], str]:
+        """Take over entries another worker held for longer than `min_idle_ms` (it died).
+
+        XAUTOCLAIM scans a bounded stretch of the pending list per call: pass the returned
+        cursor back next time, so entries behind many healthy in-flight ones are reached too.
+        """
         answer = self.redis.xautoclaim(
-            self.keys.stream, self.keys.group, consumer, min_idle_ms, "0-0", count=count
+            self.keys.stream, self.keys.group, consumer, min_idle_ms, cursor, count=count
         )
+        next_cursor = str(answer[0])
         entries = cast(list[tuple[str, dict[str, str] | None]], answer[1])
         claims = [Claim(entry_id, fields["id"]) for entry_id, fields in entries if fields]
         if claims:
@@ -253,7 +260,7 @@ class DeliveryQueue:
                 pipe.hincrby(self.keys.delivery(claim.delivery_id), "reclaims", 1)
             pipe.hincrby(self.keys.stats, "reclaimed", len(claims))
             pipe.execute()
-        return claims
+        return claims, next_cursor
 
     def move_due(self, batch: int = 100) -> int:
         return int(

@@ -101,6 +101,7 @@ class Worker:
         self._stop = threading.Event()
         self._lock = threading.Condition()
         self._in_flight = 0
+        self._reclaim_cursor = "0-0"
         self._gate: EndpointGate[tuple[Claim, Delivery]] = EndpointGate(
             settings.per_endpoint_concurrency,
             max_parked=settings.worker_concurrency * PARKED_PER_SLOT,
@@ -161,9 +162,11 @@ class Worker:
                 backoff = 0.0
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    # The stream or group vanished (Redis restarted without persistence).
+                    # The stream or group vanished (Redis restarted without persistence):
+                    # the next turn of the loop creates it again.
                     log.warning("consumer group missing; creating it again")
-                    self.queue.ensure_group()
+                    group_ready = False
+                    self._reclaim_cursor = "0-0"
                     continue
                 log.exception("unexpected Redis error in the worker loop")
                 backoff = self._back_off(backoff)
@@ -176,6 +179,12 @@ class Worker:
                 log.exception("unexpected error in the worker loop")
                 backoff = self._back_off(backoff)
         self._drain()
+
+    def _hand_back_parked(self) -> None:
+        """Deliveries waiting behind a busy endpoint go back to the queue for another worker."""
+        for claim, delivery in self._gate.drain():
+            with suppress(redis.RedisError):
+                self.queue.defer(claim, delivery.id, 0)
 
     def _heartbeat(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -195,14 +204,13 @@ class Worker:
         return delay
 
     def _drain(self) -> None:
-        # Deliveries waiting behind a busy endpoint go back to the queue for another worker.
-        for claim, delivery in self._gate.drain():
-            with suppress(redis.RedisError):
-                self.queue.defer(claim, delivery.id, 0)
+        self._hand_back_parked()
         with self._lock:
             if self._in_flight:
                 log.info("waiting for %d in-flight deliveries", self._in_flight)
         self._executor.shutdown(wait=True)
+        # Threads that were still admitting entries may have parked some meanwhile.
+        self._hand_back_parked()
         self.sender.close()
         if self.enricher is not None:
             self.enricher.close()
@@ -232,7 +240,10 @@ class Worker:
         if free <= 0:
             return
         min_idle_ms = int(self.settings.claim_idle_s * 1000)
-        for claim in self.queue.reclaim(self.name, min_idle_ms, count=free):
+        claims, self._reclaim_cursor = self.queue.reclaim(
+            self.name, min_idle_ms, count=free, cursor=self._reclaim_cursor
+        )
+        for claim in claims:
             log.warning("delivery=%s reclaimed from a worker that stopped", claim.delivery_id)
             self._submit(claim)
 

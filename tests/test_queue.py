@@ -79,8 +79,8 @@ def test_an_entry_held_by_a_dead_worker_is_reclaimed(redis, key_prefix):
     queue.ensure_group()
     queue.enqueue(notification(URL_A))
     [held] = queue.read("dies", count=1, block_ms=10)
-    assert queue.reclaim("survivor", min_idle_ms=60_000, count=10) == []  # not idle long enough
-    [taken] = queue.reclaim("survivor", min_idle_ms=0, count=10)
+    assert queue.reclaim("survivor", min_idle_ms=60_000, count=10)[0] == []  # not idle enough
+    [taken], _cursor = queue.reclaim("survivor", min_idle_ms=0, count=10)
     assert taken == held
     delivery = queue.load(taken.delivery_id)
     assert delivery is not None and delivery.reclaims == 1
@@ -132,3 +132,19 @@ def test_dead_letter_keeps_everything_then_replay_and_purge(redis, key_prefix):
     assert queue.purge([claim.delivery_id, "dlv_unknown"]) == 1
     assert queue.load(claim.delivery_id) is None
     assert queue.dead_count() == 0
+
+
+def test_reclaim_walks_the_whole_pending_list_with_its_cursor(redis, key_prefix):
+    queue = make_queue(redis, key_prefix)
+    queue.ensure_group()
+    for n in range(30):
+        queue.enqueue(notification(URL_A, dedup_key=f"datadog:{n}:alert"))
+    held = queue.read("dies", count=30, block_ms=10)
+    seen: list[str] = []
+    cursor = "0-0"
+    for _ in range(30):
+        claims, cursor = queue.reclaim("survivor", min_idle_ms=0, count=4, cursor=cursor)
+        seen += [c.entry_id for c in claims]
+        if cursor == "0-0":
+            break
+    assert sorted(seen) == sorted(c.entry_id for c in held)
