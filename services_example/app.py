@@ -19,8 +19,8 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from router.client import (
+    BreakerOpen,
     Breakers,
-    BreakerState,
     CallbackEvent,
     WriteResult,
     apply_callback,
@@ -35,20 +35,24 @@ FX_BREAKER = "fx-quotes"
 BANK_CODE = re.compile(r"^[0-9]{4}$")
 
 
-def _breaker_answer(state: BreakerState, what: str) -> tuple[dict[str, Any], int]:
+def _refusal(breakers: Breakers, refused: BreakerOpen, what: str) -> tuple[dict[str, Any], int]:
+    """503 naming the breaker that refused: the key's own, or the whole vendor's."""
+    state = breakers.state(refused.name, refused.breaker_key, local=True)
     if state.state == "recovering" and state.ramp_share is not None:
         why = f"recovering, letting {state.ramp_share:.0%} of calls through"
     else:
-        why = state.state.replace("_", " ")
+        why = refused.state.replace("_", " ")
+    if refused.key is not None and refused.breaker_key is None:
+        why += f" for the whole {refused.name} vendor"
     return {
         "error": f"{what} is unavailable: circuit breaker {why}",
         "breaker": {
-            "name": state.name,
-            "key": state.key,
-            "state": state.state,
-            "reason": state.reason,
+            "name": refused.name,
+            "key": refused.breaker_key,
+            "state": refused.state,
+            "reason": refused.reason,
             "source": state.source,
-            "since_ms": state.since_ms,
+            "since_ms": refused.since_ms,
         },
     }, 503
 
@@ -100,10 +104,10 @@ def create_app(
             return {"error": f"bank_code: expected 4 digits as a string, got {bank_code!r}"}, 422
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             return {"error": f"amount: expected a positive whole number, got {amount!r}"}, 422
-        if breakers.is_open(BANK_BREAKER, bank_code):
-            return _breaker_answer(
-                breakers.state(BANK_BREAKER, bank_code, local=True), f"bank {bank_code}"
-            )
+        try:
+            breakers.check(BANK_BREAKER, bank_code)
+        except BreakerOpen as refused:
+            return _refusal(breakers, refused, f"bank {bank_code}")
         result = bank.charge(bank_code, amount)
         return {"charge_id": result.charge_id, "bank_code": bank_code, "amount": amount}, 201
 
@@ -111,8 +115,10 @@ def create_app(
     def quote() -> tuple[dict[str, Any], int]:
         payload = _json_object()
         base, counter = payload.get("base", "USD"), payload.get("quote", "JPY")
-        if breakers.is_open(FX_BREAKER):
-            return _breaker_answer(breakers.state(FX_BREAKER, local=True), "the FX vendor")
+        try:
+            breakers.check(FX_BREAKER)
+        except BreakerOpen as refused:
+            return _refusal(breakers, refused, "the FX vendor")
         return {"base": base, "quote": counter, "rate": fx.quote(str(base), str(counter))}, 200
 
     @app.get("/breakers")

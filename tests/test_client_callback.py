@@ -130,7 +130,8 @@ def test_sign_headers_match_the_standard() -> None:
         ({"webhook-timestamp": "17000000²"}, "must be integer Unix seconds"),
         ({"webhook-timestamp": str(NOW - 301)}, "is 301s old; at most 300s"),
         ({"webhook-timestamp": str(NOW + 400)}, "is 400s in the future"),
-        ({"webhook-signature": "garbage"}, "malformed webhook-signature entry 'garbage'"),
+        ({"webhook-signature": "garbage"}, "has no 'v1,' signature"),
+        ({"webhook-timestamp": "9" * 400}, "must be integer Unix seconds"),
         ({"webhook-signature": "v1,not*base64"}, "not valid base64"),
         ({"webhook-signature": "v1a,c2lnbmF0dXJl"}, "has no 'v1,' signature"),
         ({"webhook-id": "d-2"}, "signature does not match"),
@@ -261,15 +262,25 @@ def event_of(n: Notification, e: Enrichment | None = None) -> CallbackEvent:
 
 
 def test_enriched_callback_applies_the_groups_as_a_snapshot(breakers: Breakers) -> None:
-    breakers.open("bank-charge", "0009", reason="from before", version=EVENT_MS - 1000)
+    breakers.open(
+        "bank-charge",
+        "0009",
+        reason="from before",
+        version=EVENT_MS - 1000,
+        source="monitor:123456 event:1 delivery:d-0",
+    )
+    breakers.open(
+        "bank-charge", "0010", reason="latency", version=EVENT_MS - 1000, source="monitor:999 e"
+    )
     e = enrichment(("0001", "Alert"), ("0002", "OK"), ("0003", "Warn"))
     results = apply_callback(breakers, event_of(notification(), e), "bank-charge", tag="bank_code")
     assert {r.key: r.new_state for r in results} == {
         "0001": "open",
         "0002": "closed",
         "0003": "closed",
-        "0009": "recovering",  # not among the monitor's groups: closed, ramping
+        "0009": "recovering",  # this monitor's, not among its groups now: closed, ramping
     }
+    assert breakers.state("bank-charge", "0010").state == "open"  # another monitor's key
     state = breakers.state("bank-charge", "0001")
     assert state.version == EVENT_MS
     assert state.reason == "alert: [Triggered on {bank_code:0001}] bank-charge 5xx rate"
@@ -342,3 +353,36 @@ def test_a_keyless_breaker_stays_open_while_any_group_alerts(breakers: Breakers)
     last = notification("recovery", event_time_ms=EVENT_MS + 2, scope="bank_code:0002, env:prod")
     [result] = apply_callback(breakers, event_of(last, lagging), "acme")
     assert result.new_state == "recovering"
+
+
+def test_a_lagging_read_cannot_undo_a_newer_alert_of_another_group(breakers: Breakers) -> None:
+    # Group 0001 alerted at EVENT_MS and its breaker opened.
+    apply_callback(breakers, event_of(notification()), "bank-charge", tag="bank_code")
+    # 0002 alerts 2 s later; the monitor read is older than 0001's alert: 0001 shows OK,
+    # resolved long ago.
+    read = Enrichment(
+        status="complete",
+        monitor_id="123456",
+        groups=(
+            MonitorGroup(
+                "bank_code:0001,env:prod",
+                "OK",
+                ("bank_code:0001", "env:prod"),
+                last_resolved_ms=EVENT_MS - 60_000,
+            ),
+            MonitorGroup("bank_code:0002,env:prod", "OK", ("bank_code:0002", "env:prod")),
+        ),
+    )
+    later = notification(event_time_ms=EVENT_MS + 2000, scope="bank_code:0002, env:prod")
+    results = apply_callback(breakers, event_of(later, read), "bank-charge", tag="bank_code")
+    assert {r.key: (r.outcome, r.new_state) for r in results}["0001"] == ("stale", "open")
+    assert breakers.state("bank-charge", "0001").state == "open"
+    assert breakers.state("bank-charge", "0002").state == "open"
+
+
+def test_an_unreadable_signature_entry_beside_a_valid_one_is_skipped() -> None:
+    data = body_bytes(notification())
+    headers = sign_headers(data, SECRET, webhook_id="d-1", timestamp=NOW)
+    headers["webhook-signature"] = "garbage " + headers["webhook-signature"]
+    verifier = SignatureVerifier(SECRET, clock=lambda: NOW)
+    assert verifier.verify(data, headers) == "d-1"

@@ -34,6 +34,7 @@ def clock():
 def service(redis_url, key_prefix, clock):
     client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
     breakers = Breakers(client, prefix=key_prefix, clock=clock, ramp_window=60.0, rng=lambda: 0.99)
+    assert breakers.wait_ready(5), "the breakers snapshot did not load"
     app = create_app({"ROUTER_SIGNING_SECRET": SIGNING_SECRET}, breakers=breakers)
     yield app.test_client(), app
     breakers.stop()
@@ -148,3 +149,16 @@ def test_breakers_are_listed(service):
     callback(client, date_ms=1_000)
     listed = client.get("/breakers").get_json()["breakers"]
     assert [(b["name"], b["key"], b["state"]) for b in listed] == [("bank-charge", "0001", "open")]
+
+
+def test_a_whole_vendor_breaker_refuses_every_bank_and_says_so(service):
+    client, app = service
+    app.extensions["breakers"].force_open("bank-charge", reason="bank network down", by="ops")
+    refused = charge(client, "0002")
+    assert refused.status_code == 503
+    body = refused.get_json()
+    assert body["error"] == (
+        "bank 0002 is unavailable: circuit breaker forced open for the whole bank-charge vendor"
+    )
+    assert body["breaker"]["key"] is None
+    assert body["breaker"]["reason"] == "forced by ops: bank network down"

@@ -181,35 +181,41 @@ return apply(c, a)
 
 # KEYS: index.
 # ARGV: name, record key prefix, history key prefix, reason, source, version, now_ms, ramp_ms,
-#       history_max, channel, n, then n pairs of (member, 'open'|'close').
-# The breaker's other keyed members already in the index are closed: the snapshot is the
-# whole truth for that breaker name. Its keyless member is touched only when listed.
+#       history_max, channel, owner, n, then n triples of (member, 'open'|'close', version).
+# A listed member obeys its own version ('' = the snapshot's). The breaker's other keyed
+# members already in the index are closed at the snapshot's version, but only those whose
+# source starts with `owner` (e.g. 'monitor:123 '): another monitor's keys are left alone.
+# Its keyless member is touched only when listed.
 SNAPSHOT = (
     _PRELUDE
     + r"""
-local name, rec_prefix, hist_prefix = ARGV[1], ARGV[2], ARGV[3]
-local n = tonumber(ARGV[11])
+local name, rec_prefix, hist_prefix, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[11]
+local n = tonumber(ARGV[12])
 local todo, listed = {}, {}
 for i = 0, n - 1 do
-  local member, action = ARGV[12 + 2 * i], ARGV[13 + 2 * i]
-  todo[#todo + 1] = {member, action}
+  local member, action, version = ARGV[13 + 3 * i], ARGV[14 + 3 * i], ARGV[15 + 3 * i]
+  if version == '' then version = ARGV[6] end
+  todo[#todo + 1] = {member, action, version}
   listed[member] = true
 end
 local keyed = name .. ':'
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if not listed[member] and string.sub(member, 1, #keyed) == keyed then
-    todo[#todo + 1] = {member, 'close'}
+    local source = redis.call('HGET', rec_prefix .. member, 'source') or ''
+    if owner == '' or string.sub(source, 1, #owner) == owner then
+      todo[#todo + 1] = {member, 'close', ARGV[6]}
+    end
   end
 end
 local results = {}
 for _, item in ipairs(todo) do
-  local member, action = item[1], item[2]
+  local member, action, version = item[1], item[2], item[3]
   local key = ''
   if #member > #name then key = string.sub(member, #keyed + 1) end
   local c = {rec = rec_prefix .. member, hist = hist_prefix .. member, index = KEYS[1],
              member = member, name = name, key = key, hist_max = ARGV[9], channel = ARGV[10]}
   local a = {action = action, log_action = 'snapshot_' .. action, reason = ARGV[4],
-             source = ARGV[5], version = ARGV[6], now = tonumber(ARGV[7]), now_s = ARGV[7],
+             source = ARGV[5], version = version, now = tonumber(ARGV[7]), now_s = ARGV[7],
              ramp_ms = tonumber(ARGV[8]), ramp_s = ARGV[8], by = '', until_s = ''}
   local r = apply(c, a)
   results[#results + 1] = {member, r[1], r[2], r[3], r[4]}

@@ -102,21 +102,27 @@ def _notified_status(event: CallbackEvent) -> str | None:
     return STATUS_AFTER.get(event.transition)
 
 
-def _groups_as_notified(event: CallbackEvent) -> list[Group]:
-    """The monitor's groups as read, with the notified group at the status the notification
-    names: the notification is the authority on its own group at its event time, while the
-    read (possibly cached, possibly lagging Datadog's indexing) is the authority on the rest.
+def _groups_as_notified(event: CallbackEvent) -> list[tuple[Group, int]]:
+    """The monitor's groups, each with the version its status is known at.
+
+    The notification is the authority on its own group at its event time. The read (cached,
+    or lagging Datadog's indexing) decides every other group only at that group's own last
+    transition time, so a stale read cannot undo a newer alert or recovery; a group with no
+    known transition gets version 0, which only a breaker key never written accepts.
     """
-    notified, status = event.group, _notified_status(event)
-    if notified is None or status is None or status == "Unknown":
-        return list(event.monitor.groups)
-    wanted = frozenset(notified.tags)
-    groups = [
-        replace(group, status=status) if frozenset(group.tags) == wanted else group
-        for group in event.monitor.groups
-    ]
-    if not any(frozenset(group.tags) == wanted for group in groups):
-        groups.append(replace(notified, status=status))
+    notified, status = event.group, _notified_status(event) or "Unknown"
+    wanted = frozenset(notified.tags) if notified is not None else None
+    known = status != "Unknown"
+    groups: list[tuple[Group, int]] = []
+    for group in event.monitor.groups:
+        if known and frozenset(group.tags) == wanted:
+            groups.append((replace(group, status=status), event.version or 0))
+        else:
+            transition_ms = group.last_triggered_ms if group.status != "OK" else None
+            transition_ms = transition_ms or group.last_resolved_ms or group.last_triggered_ms
+            groups.append((group, transition_ms or 0))
+    if known and notified is not None and not any(frozenset(g.tags) == wanted for g, _ in groups):
+        groups.append((replace(notified, status=status), event.version or 0))
     return groups
 
 
@@ -146,21 +152,31 @@ def apply_callback(
         if event.enrichment.complete and event.monitor.groups:
             # The whole vendor is down while any group is: one group recovering while
             # another still alerts keeps the keyless breaker open.
-            groups = _groups_as_notified(event)
+            groups = [group for group, _version in _groups_as_notified(event)]
             status = next((g.status for g in groups if g.status in open_statuses), "OK")
         elif status is None and event.enrichment.complete:
             status = event.monitor.overall_state
     else:
         if event.enrichment.complete and event.monitor.groups:
             states: dict[str | None, bool | str] = {}
-            for group in _groups_as_notified(event):
+            versions: dict[str | None, int | None] = {}
+            for group, group_version in _groups_as_notified(event):
                 value = group.tag_value(tag)
                 if value is None:
                     continue
                 states[value] = bool(states.get(value)) or group.status in open_statuses
+                versions[value] = max(versions.get(value) or 0, group_version)
             if states:
                 return breakers.apply_snapshot(
-                    name, states, reason=reason, version=version, source=source, ramp=ramp
+                    name,
+                    states,
+                    reason=reason,
+                    version=version,
+                    versions=versions,
+                    source=source,
+                    ramp=ramp,
+                    # Keys of this breaker fed by another monitor are not this one's to close.
+                    owner=f"monitor:{event.monitor.id} " if event.monitor.id else None,
                 )
             log.warning("breaker callback: no monitor group is tagged %s: (%s)", tag, ids)
         key = event.tag_value(tag)

@@ -80,7 +80,7 @@ class Store:
             action,
             reason,
             source,
-            "" if version is None else str(version),
+            _version_arg(version),
             str(now_ms),
             str(ramp_ms),
             str(self.history_max),
@@ -96,13 +96,14 @@ class Store:
     def snapshot(
         self,
         name: str,
-        states: Sequence[tuple[str | None, bool]],
+        states: Sequence[tuple[str | None, bool, int | None]],
         *,
         now_ms: int,
         reason: str,
         source: str,
         version: int | None,
         ramp_ms: int,
+        owner: str = "",
     ) -> list[tuple[WriteResult, Record]]:
         args: list[str] = [
             name,
@@ -110,15 +111,17 @@ class Store:
             self.keys.history_prefix,
             reason,
             source,
-            "" if version is None else str(version),
+            _version_arg(version),
             str(now_ms),
             str(ramp_ms),
             str(self.history_max),
             self.keys.channel,
+            owner,
             str(len(states)),
         ]
-        for key, is_open in states:
-            args += [self.keys.member(name, key), "open" if is_open else "close"]
+        for key, is_open, key_version in states:
+            member = self.keys.member(name, key)
+            args += [member, "open" if is_open else "close", _version_arg(key_version)]
         with translate_errors(f"apply a snapshot to breaker {name}"):
             reply = self._snapshot(keys=[self.keys.index], args=args)
         return [_result(item[0], item[1:]) for item in cast(list[list[Any]], reply)]
@@ -178,3 +181,7 @@ def _result(member: str, reply: Sequence[Any]) -> tuple[WriteResult, Record]:
         forced=str(new).startswith("forced_"),
     )
     return result, record
+
+
+def _version_arg(version: int | None) -> str:
+    return "" if version is None else str(version)

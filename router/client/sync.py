@@ -153,6 +153,7 @@ class Syncer:
         self.first_attempt = threading.Event()
         self._pubsub: redis.client.PubSub | None = None
         self.connected = False
+        self._session_connected = False
         self._down_since: float | None = None
 
     @property
@@ -216,6 +217,9 @@ class Syncer:
             finally:
                 self.first_attempt.set()
                 self._close_pubsub()
+            if self._session_connected:
+                # The session worked for a while: start the next reconnect from scratch.
+                backoff, self._session_connected = RECONNECT_FIRST_S, False
             if self._stop.wait(backoff * random.uniform(0.5, 1.0)):
                 break
             backoff = min(backoff * 2, RECONNECT_MAX_S)
@@ -240,15 +244,23 @@ class Syncer:
         while not self._stop.is_set():
             wait = min(POLL_S, max(0.0, next_resync - time.monotonic()))
             message = pubsub.get_message(timeout=wait)
-            if message is not None and message.get("type") == "message":
+            kind = message.get("type") if message is not None else None
+            if kind == "message":
+                assert message is not None
                 self.messages += 1
                 self.reload(str(message["data"]))
+            elif kind == "subscribe":
+                # redis-py reconnected and resubscribed by itself (a client with retries):
+                # changes published during the gap were missed, so read everything again.
+                self.reconnects += 1
+                self.resync()
             if time.monotonic() >= next_resync:
                 self.resync()
                 next_resync = time.monotonic() + self.resync_interval
 
     def _connected(self, count: int) -> None:
         self.connected = True
+        self._session_connected = True
         self.first_attempt.set()
         if self._down_since is not None:
             self.reconnects += 1

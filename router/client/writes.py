@@ -84,19 +84,24 @@ class BreakerWriter:
         source: str | None = None,
         open_statuses: frozenset[str] | set[str] = DEFAULT_OPEN_STATUSES,
         ramp: bool = True,
+        versions: Mapping[SnapshotKey, int | None] | None = None,
+        owner: str | None = None,
     ) -> list[WriteResult]:
         """Make breaker `name` match a monitor's groups in one atomic step.
 
         `states` maps each key (None = the keyless breaker) to True/False or a group status
-        (`Alert` opens by default, see `open_statuses`). Keyed breakers of `name` that are not
-        listed are closed; the keyless one is touched only when listed. Each key obeys
-        `version` on its own: a key holding a newer event keeps it.
+        (`Alert` opens by default, see `open_statuses`). Each key obeys its version on its own
+        (`versions[key]`, else `version`): a key holding a newer event keeps it. Keyed
+        breakers of `name` that are not listed are closed, unless `owner` is given: then only
+        those whose source starts with it (e.g. `monitor:123 `), so several monitors can feed
+        one breaker name. The keyless one is touched only when listed.
         """
         check_target(name, None)
-        items: list[tuple[str | None, bool]] = []
+        items: list[tuple[str | None, bool, int | None]] = []
         for key, value in states.items():
             check_target(name, key)
-            items.append((key, value in open_statuses if isinstance(value, str) else bool(value)))
+            is_open = value in open_statuses if isinstance(value, str) else bool(value)
+            items.append((key, is_open, (versions or {}).get(key, version)))
         ramp_ms = int(self.ramp_window * 1000) if ramp else 0
         done = self._store.snapshot(
             name,
@@ -106,6 +111,7 @@ class BreakerWriter:
             source=source or "",
             version=version,
             ramp_ms=ramp_ms,
+            owner=owner or "",
         )
         for _, record in done:
             self._snap.apply(record)
