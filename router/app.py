@@ -67,7 +67,9 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.RedisError)
     def redis_down(exc: redis.RedisError) -> Response:
         log.warning("answering 503, Redis failed: %s", exc)
-        return _error(f"Redis is unavailable ({exc}); try again later", 503)
+        return _error(
+            f"Redis is unavailable ({exc}); try again later", 503, **{"Retry-After": RETRY_AFTER_S}
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -86,7 +86,8 @@ def _read_secret(env: Mapping[str, str], name: str) -> str | None:
             return Path(path).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"{file_name}: cannot read {path}: {exc.strerror}") from exc
-    return env.get(name) or None
+    # Stray whitespace from a copy-paste would make a token that nothing ever matches.
+    return (env.get(name) or "").strip() or None
 
 
 def _split_list(text: str | None) -> tuple[str, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from contextlib import suppress
@@ -24,6 +23,7 @@ from router.errors import ForbiddenError, PayloadError, QueueUnavailable
 from router.model import Notification
 from router.parsing.callbacks import find_callback_problems
 from router.parsing.datadog import parse_datadog_webhook
+from router.parsing.jsonbody import parse_json_object
 from router.parsing.sns import (
     SnsVerifier,
     notification_from_sns,
@@ -40,6 +40,8 @@ JSON_TYPES = ("application/json", "text/json")
 FORM_TYPE = "application/x-www-form-urlencoded"
 # Riding out a Redis failover blip inside one request is cheaper than making Datadog retry.
 ENQUEUE_RETRY_WINDOW_S = 2.0
+# Each URL is a stored delivery: a message naming more is a mistake or an attack on Redis.
+MAX_CALLBACK_URLS = 20
 
 
 def settings() -> Settings:
@@ -72,15 +74,7 @@ def read_datadog_payload(req: Request) -> dict[str, Any]:
     raw = req.get_data(cache=False)
     if not raw.strip():
         raise PayloadError("the request body is empty; expected a JSON object", status=400)
-    try:
-        payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"the body is not valid JSON: {exc}", status=400) from exc
-    if not isinstance(payload, dict):
-        raise PayloadError(
-            f"expected a JSON object, got a JSON {type(payload).__name__}", status=422
-        )
-    return payload
+    return parse_json_object(raw, what="the body")
 
 
 @retry(
@@ -102,12 +96,27 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
         "event_id": notification.event_id,
         "dedup_key": notification.dedup_key,
     }
+    if len(notification.callback_urls) > MAX_CALLBACK_URLS:
+        raise PayloadError(
+            f"the message names {len(notification.callback_urls)} callback URLs; at most "
+            f"{MAX_CALLBACK_URLS} are accepted per notification",
+            status=422,
+        )
     if not notification.callback_urls:
         problems = find_callback_problems(notification.message, config.callback_keyword)
         # A counter is not worth a 503 for a notification we would drop anyway.
         with suppress(redis.RedisError):
             queue().redis.hincrby(queue().keys.stats, "notifications_without_callback", 1)
-        log.info("notification %s has no callback line; nothing queued", notification.dedup_key)
+        if problems:
+            # A mistyped callback line silently loses every alert: say so where people look.
+            log.warning(
+                "notification %s (monitor %s) has unusable callback lines; nothing queued: %s",
+                notification.dedup_key,
+                notification.monitor_id,
+                "; ".join(problems),
+            )
+        else:
+            log.info("notification %s has no callback line; nothing queued", notification.dedup_key)
         return {
             "status": "no_callback",
             "detail": f"the message has no '{config.callback_keyword}: <url>' line for this "

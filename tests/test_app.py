@@ -124,7 +124,7 @@ def test_unauthenticated_mode_must_be_chosen_on_purpose(redis_url, key_prefix):
     [
         pytest.param(b"{not json", "application/json", 400, "not valid JSON", id="not-json"),
         pytest.param(b"", "application/json", 400, "empty", id="empty"),
-        pytest.param(b"[1, 2]", "application/json", 422, "expected a JSON object", id="array"),
+        pytest.param(b"[1, 2]", "application/json", 422, "must be a JSON object", id="array"),
         pytest.param(b"{}", "text/plain", 415, "Content-Type", id="content-type"),
         pytest.param(b"{}", None, 415, "Content-Type", id="no-content-type"),
         pytest.param(b"{}", "application/json", 422, "body", id="missing-fields"),
@@ -196,3 +196,63 @@ def test_missing_redis_url_names_the_variable(key_prefix):
     env = router_env("", key_prefix)
     with pytest.raises(ConfigError, match="REDIS_URL"):
         create_app(env)
+
+
+@pytest.mark.parametrize(
+    "raw, status, expected",
+    [
+        pytest.param(
+            b'{"body": "x", "title": "[Triggered] a", "foo": "\\ud800"}',
+            400,
+            "not valid Unicode",
+            id="lone-surrogate",
+        ),
+        pytest.param(
+            b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400, "not valid JSON", id="deep"
+        ),
+        pytest.param(b'{"id": ' + b"9" * 5000 + b"}", 400, "not valid JSON", id="huge-int"),
+    ],
+)
+def test_hostile_json_is_a_4xx_not_a_500(client, raw, status, expected):
+    response = client.post(
+        "/webhooks/datadog", data=raw, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code == status, response.get_json()
+    assert expected in response.get_json()["error"]
+
+
+def test_a_surrogate_in_a_callback_url_is_refused_before_anything_is_stored(
+    client, redis, key_prefix
+):
+    payload = json.dumps(custom_payload(CALLBACK)).replace(CALLBACK, CALLBACK + "\\udc00")
+    response = client.post(
+        "/webhooks/datadog", data=payload, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert redis.exists(f"{key_prefix}:deliveries") == 0
+
+
+def test_too_many_callback_urls_are_refused(client, redis, key_prefix):
+    payload = custom_payload(CALLBACK)
+    lines = "\n".join(f"circuit-breaker-callback: {CALLBACK}/{n}" for n in range(21))
+    payload["body"] = f"%%%\n{lines}\n%%%"
+    response = post(client, payload)
+    assert response.status_code == 422
+    assert "at most 20" in response.get_json()["error"]
+    assert redis.exists(f"{key_prefix}:deliveries") == 0
+
+
+def test_an_unusable_callback_line_is_logged_as_a_warning(client, caplog):
+    payload = custom_payload(CALLBACK)
+    payload["body"] = "circuit-breaker-callback: bank-charge.internal/breaker/callback"
+    with caplog.at_level("WARNING", logger="router.inbound"):
+        response = post(client, payload)
+    assert response.status_code == 202
+    assert response.get_json()["problems"]
+    assert "unusable callback lines" in caplog.text
+
+
+def test_a_token_with_stray_whitespace_in_the_environment_still_matches(redis_url, key_prefix):
+    env = router_env(redis_url, key_prefix, ROUTER_INBOUND_TOKEN=f"  {INBOUND_TOKEN}\n")
+    client = create_app(env).test_client()
+    assert post(client, custom_payload(CALLBACK)).status_code == 202

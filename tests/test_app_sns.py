@@ -159,3 +159,19 @@ def test_a_non_datadog_message_is_422(sns):
     response = sns.post(notification_fields("just some text", subject="hello"))
     assert response.status_code == 422
     assert "Datadog" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    "cert_url",
+    ["https://[sns.us-east-1.amazonaws.com]/a.pem", "https://[/a.pem"],
+)
+def test_a_malformed_certificate_url_is_401_not_500(sns, cert_url):
+    response = sns.post(notification_fields(DATADOG_TEXT, cert_url=cert_url))
+    assert response.status_code == 401
+    assert sns.fetched == []
+
+
+def test_a_lone_surrogate_in_an_sns_body_is_400(sns):
+    raw = body(notification_fields("x")).replace(b'"x"', b'"\\ud800"')
+    response = sns.client.post("/webhooks/sns", data=raw, headers=AUTH)
+    assert response.status_code == 400

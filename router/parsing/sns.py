@@ -8,7 +8,6 @@ check the topic, then act (confirm via `validate_subscribe_url`, or `notificatio
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from router.parsing.datadog_text import (
     monitor_id_from_text,
     transition_from_title,
 )
+from router.parsing.jsonbody import parse_json_object
 
 SnsType = Literal["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"]
 SNS_TYPES: tuple[str, ...] = get_args(SnsType)
@@ -129,12 +129,7 @@ def _timestamp_ms(value: str) -> int:
 
 def parse_sns_envelope(body: bytes, *, message_type_header: str | None = None) -> SnsMessage:
     """Parse an SNS delivery body (JSON whatever its Content-Type); does not verify it."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise PayloadError(f"SNS body is not valid JSON: {exc}", status=400) from None
-    if not isinstance(data, dict):
-        raise PayloadError("SNS body must be a JSON object", status=400)
+    data = parse_json_object(body, what="SNS body", not_object_status=400)
     kind = _required(data, "Type")
     if kind not in SNS_TYPES:
         raise PayloadError(f"SNS message Type {kind!r} is not supported", status=422)
@@ -167,7 +162,10 @@ def _check_sns_url(url: str, what: str) -> SplitResult:
     """Common checks: https to sns.<region>.amazonaws.com[.cn] on 443, no userinfo."""
     if not _URL_CHARS.fullmatch(url):
         raise AuthError(f"{what} contains characters not allowed in a URL")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        raise AuthError(f"{what} is not a valid URL") from None
     if parts.scheme.lower() != "https":
         raise AuthError(f"{what} must use https, not {parts.scheme or 'no scheme'!r}")
     if "@" in parts.netloc:
