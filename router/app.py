@@ -86,15 +86,18 @@ def _register_error_handlers(app: Flask) -> None:
         return _error("internal error; it has been logged", 500)
 
 
-def _datadog_check(published: str | None) -> dict[str, Any]:
-    if published is None:
+def _datadog_check(published: dict[str, str]) -> dict[str, Any]:
+    """Every live worker's view of the Datadog API, merged: degraded if any has a problem."""
+    if not published:
         return {"status": "unknown", "detail": "no worker has reported Datadog API health"}
-    health = json.loads(published)
+    reports = [json.loads(report) for report in published.values()]
+    problems = sorted({p for report in reports for p in report.get("problems", [])})
+    healthy = all(report.get("ok") for report in reports) and not problems
     return {
-        "status": "ok" if health.get("ok") and not health.get("problems") else "degraded",
-        "enabled": health.get("enabled"),
-        "problems": health.get("problems", []),
-        "reported_by": health.get("worker"),
+        "status": "ok" if healthy else "degraded",
+        "enabled": any(report.get("enabled") for report in reports),
+        "problems": problems,
+        "reported_by": sorted(published),
     }
 
 
@@ -132,7 +135,7 @@ def create_app(
         queue: DeliveryQueue = app.extensions["router.queue"]
         try:
             client.ping()
-            datadog = cast(str | None, client.get(queue.keys.enrichment_health))
+            datadog = cast(dict[str, str], client.hgetall(queue.keys.enrichment_health))
         except redis.RedisError as exc:
             return {"status": "unavailable", "checks": {"redis": f"unreachable: {exc}"}}, 503
         # Ready means notifications are accepted; Datadog trouble only makes them partial,

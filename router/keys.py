@@ -56,7 +56,7 @@ class RouterKeys:
 
     @property
     def enrichment_health(self) -> str:
-        """String: the latest worker's Datadog API health as JSON, shown on /readyz."""
+        """Hash of worker name -> its Datadog API health as JSON, merged on /readyz."""
         return f"{self.prefix}:enrichment-health"
 
     def dd_monitor(self, monitor_id: str) -> str:

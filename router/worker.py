@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from dataclasses import dataclass
 from types import FrameType
 from urllib.parse import urlsplit
 
@@ -63,6 +64,15 @@ SHED_INTERVAL_S = 1.0
 REDIS_BACKOFF_MAX_S = 5.0
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A claimed delivery, enriched, waiting for (or holding) a slot at its endpoint."""
+
+    claim: Claim
+    delivery: Delivery
+    enrichment: Enrichment
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
@@ -91,7 +101,12 @@ class Worker:
         self.enricher: Enricher | None = None
         if enrich is None:
             # Without DD_API_KEY/DD_APP_KEY it says so once and returns status "none".
-            enricher = self.enricher = Enricher(settings, redis_client=self.redis)
+            enricher = self.enricher = Enricher(
+                settings,
+                redis_client=self.redis,
+                # One read in flight per delivery thread at most: no queue behind the pool.
+                max_concurrent_reads=settings.worker_concurrency,
+            )
 
             def enrich(notification: Notification, budget_s: float) -> Enrichment:
                 return enricher.enrich(notification, budget_s=budget_s)
@@ -102,7 +117,7 @@ class Worker:
         self._lock = threading.Condition()
         self._in_flight = 0
         self._reclaim_cursor = "0-0"
-        self._gate: EndpointGate[tuple[Claim, Delivery]] = EndpointGate(
+        self._gate: EndpointGate[Ready] = EndpointGate(
             settings.per_endpoint_concurrency,
             max_parked=settings.worker_concurrency * PARKED_PER_SLOT,
             max_wait_s=MAX_PARKED_WAIT_S,
@@ -182,20 +197,19 @@ class Worker:
 
     def _hand_back_parked(self) -> None:
         """Deliveries waiting behind a busy endpoint go back to the queue for another worker."""
-        for claim, delivery in self._gate.drain():
+        for ready in self._gate.drain():
             with suppress(redis.RedisError):
-                self.queue.defer(claim, delivery.id, 0)
+                self.queue.defer(ready.claim, ready.delivery.id, 0)
 
     def _heartbeat(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self.queue.keys.worker_heartbeats, self.name, now_ms())
         if self.enricher is not None:
             health = {"worker": self.name, "at_ms": now_ms(), **self.enricher.health()}
-            pipe.set(
-                self.queue.keys.enrichment_health,
-                json.dumps(health, default=str),
-                px=int(HEALTH_TTL_S * 1000),
-            )
+            # One field per worker: /readyz merges them (a single key would flap between
+            # whichever worker wrote last).
+            pipe.hset(self.queue.keys.enrichment_health, self.name, json.dumps(health, default=str))
+            pipe.pexpire(self.queue.keys.enrichment_health, int(HEALTH_TTL_S * 1000))
         pipe.execute()
 
     def _back_off(self, current: float) -> float:
@@ -216,6 +230,7 @@ class Worker:
             self.enricher.close()
         with suppress(redis.RedisError):
             self.redis.hdel(self.queue.keys.worker_heartbeats, self.name)
+            self.redis.hdel(self.queue.keys.enrichment_health, self.name)
         log.info("worker %s stopped", self.name)
 
     # -- dispatch ------------------------------------------------------------------------
@@ -249,9 +264,12 @@ class Worker:
 
     def _shed_parked(self) -> None:
         older_than = self.settings.claim_idle_s * SHED_PARKED_AFTER_CLAIM_IDLE
-        for claim, delivery in self._gate.shed(older_than):
-            log.info("delivery=%s waited too long for its endpoint; back to the queue", delivery.id)
-            self.queue.defer(claim, delivery.id, 0)
+        for ready in self._gate.shed(older_than):
+            log.info(
+                "delivery=%s waited too long for its endpoint; back to the queue",
+                ready.delivery.id,
+            )
+            self.queue.defer(ready.claim, ready.delivery.id, 0)
 
     def _submit(self, claim: Claim) -> None:
         """Hand a claimed entry to a delivery thread; it holds one slot until finished."""
@@ -263,7 +281,9 @@ class Worker:
         try:
             delivery = self._prepare(claim)
             if delivery is not None:
-                self._admit(claim, delivery)
+                # Enrich before taking one of the endpoint's slots: a slow Datadog API must
+                # not hold the line of deliveries waiting for that service.
+                self._admit(Ready(claim, delivery, self._enrichment(delivery)))
         except Exception:
             # Left pending in Redis: a worker reclaims it after ROUTER_CLAIM_IDLE.
             log.exception(
@@ -274,23 +294,25 @@ class Worker:
                 self._in_flight -= 1
                 self._lock.notify_all()
 
-    def _admit(self, claim: Claim, delivery: Delivery) -> None:
-        origin = _origin(delivery.url)
-        decision = self._gate.admit(origin, (claim, delivery))
+    def _admit(self, ready: Ready) -> None:
+        origin = _origin(ready.delivery.url)
+        decision = self._gate.admit(origin, ready)
         if decision == "parked":
             return
         if isinstance(decision, float):
             # The endpoint already has its share of this worker: look again later, unattempted.
-            self.queue.defer(claim, delivery.id, int(decision * 1000))
+            self.queue.defer(ready.claim, ready.delivery.id, int(decision * 1000))
             return
         # Then whatever waits behind the same endpoint, on this same thread.
-        item: tuple[Claim, Delivery] | None = (claim, delivery)
+        item: Ready | None = ready
         while item is not None:
             duration_s = None
             try:
-                duration_s = self._attempt(*item)
+                duration_s = self._attempt(item)
             except Exception:
-                log.exception("delivery=%s failed inside the worker; it stays queued", item[1].id)
+                log.exception(
+                    "delivery=%s failed inside the worker; it stays queued", item.delivery.id
+                )
             item = self._gate.finished(origin, duration_s)
 
     def _prepare(self, claim: Claim) -> Delivery | None:
@@ -319,13 +341,14 @@ class Worker:
             log.exception("delivery=%s enrichment failed; sending without it", delivery.id)
             return Enrichment.none(f"enrichment failed: {exc}")
 
-    def _attempt(self, claim: Claim, delivery: Delivery) -> float:
+    def _attempt(self, ready: Ready) -> float:
         """One attempt and its consequence; returns how long the endpoint took, in seconds."""
+        claim, delivery = ready.claim, ready.delivery
         if delivery.attempts_this_round == 0:
             trigger = "replay" if delivery.replays else "first"
         else:
             trigger = "retry"
-        body = build_callback_body(delivery.id, delivery.notification, self._enrichment(delivery))
+        body = build_callback_body(delivery.id, delivery.notification, ready.enrichment)
         result = self.sender.send(delivery.id, delivery.url, body)
         number = len(delivery.attempts) + 1
         delivery.attempts.append(result.to_dict(number, trigger))

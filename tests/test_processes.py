@@ -16,6 +16,7 @@ import redis as redis_lib
 from standardwebhooks.webhooks import Webhook
 
 from router.devserver import web_command
+from router.queue import now_ms
 from tests.conftest import free_port
 from tests.payloads import custom_payload
 from tests.support import (
@@ -111,7 +112,7 @@ def test_a_sigkilled_worker_holding_a_delivery_does_not_lose_it(redis_url, key_p
             notification = parse_datadog_webhook(
                 custom_payload(f"{receiver.url}/cb"),
                 keyword="circuit-breaker-callback",
-                received_at_ms=1,
+                received_at_ms=now_ms(),
             )
             [enqueued] = queue.enqueue(notification)
             wait_for(lambda: receiver.requests, timeout=15, what="the doomed worker's attempt")

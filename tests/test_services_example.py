@@ -12,6 +12,7 @@ from router.client import Breakers
 from router.delivery import CallbackSender
 from router.model import Enrichment, MonitorGroup
 from router.parsing.datadog import parse_datadog_webhook
+from router.queue import now_ms
 from services_example.app import create_app
 from tests.payloads import custom_payload
 from tests.support import SIGNING_SECRET
@@ -45,7 +46,7 @@ def callback(client, path="/breaker/callback", *, transition="Triggered", date_m
         "http://svc/cb", transition=transition, date_ms=str(date_ms), event_id=str(date_ms)
     )
     notification = parse_datadog_webhook(
-        payload, keyword="circuit-breaker-callback", received_at_ms=1
+        payload, keyword="circuit-breaker-callback", received_at_ms=now_ms()
     )
     delivery_id = f"dlv_{date_ms}"
     body = json.dumps(build_callback_body(delivery_id, notification, enrichment))

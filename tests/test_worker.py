@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from router.config import Settings
 from router.keys import RouterKeys
 from router.parsing.datadog import parse_datadog_webhook
-from router.queue import DeliveryQueue
+from router.queue import DeliveryQueue, now_ms
 from router.worker import Worker
 from tests.payloads import custom_payload
 from tests.support import SIGNING_SECRET, Receiver, router_env, running_receiver, wait_for
@@ -39,7 +39,9 @@ def running_worker(
 def enqueue(redis, key_prefix, url, **payload_args):
     queue = DeliveryQueue(redis, RouterKeys(key_prefix), retention_s=60)
     notification = parse_datadog_webhook(
-        custom_payload(url, **payload_args), keyword="circuit-breaker-callback", received_at_ms=1
+        custom_payload(url, **payload_args),
+        keyword="circuit-breaker-callback",
+        received_at_ms=now_ms(),
     )
     [enqueued] = queue.enqueue(notification)
     return queue, enqueued.delivery_id
