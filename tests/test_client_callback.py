@@ -386,3 +386,20 @@ def test_an_unreadable_signature_entry_beside_a_valid_one_is_skipped() -> None:
     headers["webhook-signature"] = "garbage " + headers["webhook-signature"]
     verifier = SignatureVerifier(SECRET, clock=lambda: NOW)
     assert verifier.verify(data, headers) == "d-1"
+
+
+def test_a_simple_monitor_follows_its_notification_despite_a_stale_read(
+    breakers: Breakers,
+) -> None:
+    # A simple monitor has one group, "*"; the read still shows it in Alert.
+    stale = Enrichment(
+        status="complete",
+        monitor_id="123456",
+        overall_state="Alert",
+        groups=(MonitorGroup("*", "Alert", ()),),
+    )
+    opened = apply_callback(breakers, event_of(notification(scope=None), stale), "acme")
+    assert opened[0].new_state == "open"
+    recovered = notification("recovery", scope=None, event_time_ms=EVENT_MS + 1)
+    [result] = apply_callback(breakers, event_of(recovered, stale), "acme")
+    assert result.new_state == "recovering"

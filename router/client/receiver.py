@@ -111,17 +111,23 @@ def _groups_as_notified(event: CallbackEvent) -> list[tuple[Group, int]]:
     known transition gets version 0, which only a breaker key never written accepts.
     """
     notified, status = event.group, _notified_status(event) or "Unknown"
-    wanted = frozenset(notified.tags) if notified is not None else None
     known = status != "Unknown"
+
+    def is_notified(group: Group) -> bool:
+        if notified is None:
+            # No scope: a simple monitor, whose one group Datadog calls "*".
+            return group.name == "*"
+        return group.name == notified.name or frozenset(group.tags) == frozenset(notified.tags)
+
     groups: list[tuple[Group, int]] = []
     for group in event.monitor.groups:
-        if known and frozenset(group.tags) == wanted:
+        if known and is_notified(group):
             groups.append((replace(group, status=status), event.version or 0))
         else:
             transition_ms = group.last_triggered_ms if group.status != "OK" else None
             transition_ms = transition_ms or group.last_resolved_ms or group.last_triggered_ms
             groups.append((group, transition_ms or 0))
-    if known and notified is not None and not any(frozenset(g.tags) == wanted for g, _ in groups):
+    if known and notified is not None and not any(is_notified(g) for g, _ in groups):
         groups.append((replace(notified, status=status), event.version or 0))
     return groups
 
