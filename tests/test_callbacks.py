@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from router.parsing.callbacks import (
@@ -270,3 +272,136 @@ def test_problem_names_the_configured_keyword() -> None:
 def test_blank_keyword_is_refused(keyword: str) -> None:
     with pytest.raises(ValueError, match="callback keyword must not be empty"):
         extract_callback_urls(f"circuit-breaker-callback: {CB}", keyword)
+
+
+# A guard against quadratic regexes on hostile input, not a speed test: the bound is generous.
+ADVERSARIAL_CHARS = 200_000
+LINEAR_BOUND_S = 1.0
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(
+            "circuit-breaker-callback: " + "{{" * (ADVERSARIAL_CHARS // 2), id="one-long-value"
+        ),
+        # Each value just under the length cap, so every pattern runs on every one of them.
+        pytest.param(
+            ("circuit-breaker-callback: " + "{{" * 1000 + "\n") * 100, id="values-under-cap"
+        ),
+        pytest.param(
+            ("circuit-breaker-callback: https://x.example/" + "{{ a" * 500 + "\n") * 100,
+            id="unclosed-template-variables",
+        ),
+        pytest.param(
+            ("circuit-breaker-callback: [x](https://x.example/" + "(" * 2000 + "\n") * 100,
+            id="markdown-link-parens",
+        ),
+        pytest.param(
+            ("circuit-breaker-callback: https://x.example/" + ")" * 2000 + "\n") * 100,
+            id="trailing-closers",
+        ),
+        pytest.param(
+            "circuit-breaker-callback" + " " * ADVERSARIAL_CHARS + "x", id="keyword-then-spaces"
+        ),
+    ],
+)
+def test_hostile_messages_are_scanned_in_linear_time(message: str) -> None:
+    assert len(message) >= ADVERSARIAL_CHARS
+    started = time.perf_counter()
+    extract_callback_urls(message)
+    find_callback_problems(message)
+    assert time.perf_counter() - started < LINEAR_BOUND_S
+
+
+def test_value_longer_than_2048_characters_is_a_problem() -> None:
+    url = "https://x.example/" + "a" * 2100
+    message = f"circuit-breaker-callback: {url}"
+    assert extract_callback_urls(message) == ()
+    assert find_callback_problems(message) == [
+        f'line 1: circuit-breaker-callback: "{url[:119]}\u2026" is longer than 2048 characters'
+    ]
+
+
+def test_value_of_2048_characters_is_read() -> None:
+    url = "https://x.example/" + "a" * (2048 - len("https://x.example/"))
+    assert extract_callback_urls(f"circuit-breaker-callback: {url}") == (url,)
+
+
+def test_run_of_braces_is_a_problem_not_a_url() -> None:
+    problems = find_callback_problems("circuit-breaker-callback: " + "{{" * 20)
+    assert len(problems) == 1
+    assert problems[0].startswith('line 1: circuit-breaker-callback: "{{{{')
+
+
+def test_unbalanced_template_variable_is_a_problem() -> None:
+    assert find_callback_problems("circuit-breaker-callback: https://x.example/{{a{b}}/cb") == [
+        'line 1: circuit-breaker-callback: "https://x.example/{{a{b}}/cb" contains "{{", the '
+        "start of a template variable: the router would call whatever Datadog renders there"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("urls", "expected"),
+    [
+        pytest.param(
+            [
+                "http://127.0.0.1/cb",
+                "http://127.0.0.1:80/cb",
+                "http://127.0.0.1/cb#x",
+                "http://127.0.0.1./cb",
+                "HTTP://127.0.0.1/cb",
+            ],
+            ("http://127.0.0.1/cb",),
+            id="design-variants",
+        ),
+        pytest.param(
+            ["http://127.0.0.1/cb#x", "http://127.0.0.1/cb"],
+            ("http://127.0.0.1/cb",),
+            id="first-seen-minus-fragment",
+        ),
+        pytest.param(
+            ["HTTP://127.0.0.1.:80/cb", "http://127.0.0.1/cb"],
+            ("HTTP://127.0.0.1.:80/cb",),
+            id="first-seen-spelling-kept",
+        ),
+        pytest.param(
+            ["https://a.example:443/cb", "https://A.Example./cb", "https://a.example:/cb"],
+            ("https://a.example:443/cb",),
+            id="https-default-port",
+        ),
+        pytest.param(
+            ["https://a.example", "https://a.example/"],
+            ("https://a.example",),
+            id="empty-path-is-root",
+        ),
+        pytest.param(
+            ["http://a.example:443/cb", "http://a.example/cb"],
+            ("http://a.example:443/cb", "http://a.example/cb"),
+            id="443-is-not-http-default",
+        ),
+        pytest.param(
+            ["https://a.example:8443/cb", "https://a.example/cb"],
+            ("https://a.example:8443/cb", "https://a.example/cb"),
+            id="other-port-distinct",
+        ),
+        pytest.param(
+            ["https://a.example/c%62", "https://a.example/cb", "https://a.example/c%42"],
+            ("https://a.example/c%62", "https://a.example/cb", "https://a.example/c%42"),
+            id="percent-encoding-untouched",
+        ),
+        pytest.param(
+            ["https://a.example/cb?x=1", "https://a.example/cb?x=1#y", "https://a.example/cb"],
+            ("https://a.example/cb?x=1", "https://a.example/cb"),
+            id="query-kept-fragment-dropped",
+        ),
+        pytest.param(
+            ["https://u@a.example/cb", "https://U@a.example/cb"],
+            ("https://u@a.example/cb", "https://U@a.example/cb"),
+            id="userinfo-case-distinct",
+        ),
+    ],
+)
+def test_spellings_of_one_endpoint_dedup(urls: list[str], expected: tuple[str, ...]) -> None:
+    message = "\n".join(f"circuit-breaker-callback: {url}" for url in urls)
+    assert extract_callback_urls(message) == expected

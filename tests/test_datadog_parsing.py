@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -273,9 +274,25 @@ def test_transition_and_scope_precedence(
                 "body": "see https://app.datadoghq.com/event/event?id=42",
             },
             "event_id",
-            "42",
-            id="event-id-from-body",
+            None,
+            id="no-event-id-from-body",
         ),
+        pytest.param(
+            {"id": None, "link": "https://app.datadoghq.com/event/event?id=abc_DEF-1"},
+            "event_id",
+            "abc_DEF-1",
+            id="token-id-from-link",
+        ),
+        pytest.param({"id": "a" * 64}, "event_id", "a" * 64, id="id-64-chars"),
+        pytest.param({"id": " 42 "}, "event_id", "42", id="id-padded"),
+        pytest.param({"alert_id": "1" * 20}, "monitor_id", "1" * 20, id="alert-id-20-digits"),
+        pytest.param(
+            {"date": str(RECEIVED + 86_400_000)},
+            "event_time_ms",
+            RECEIVED + 86_400_000,
+            id="date-a-day-ahead",
+        ),
+        pytest.param({"date": "0"}, "event_time_ms", 0, id="date-epoch"),
         pytest.param({"alert_id": 155844758}, "monitor_id", "155844758", id="alert-id-int"),
         pytest.param(
             {"alert_id": "$ALERT_ID", "body": TRIGGERED_BODY}, "monitor_id", "309811", id="links"
@@ -416,8 +433,105 @@ def test_dedup_key_without_event_id_is_a_digest_of_the_payload() -> None:
         ),
         pytest.param(
             {"alert_id": "monitor-1"},
-            "field 'alert_id': expected the monitor id ($ALERT_ID, digits), got \"monitor-1\"",
+            "field 'alert_id': expected the monitor id ($ALERT_ID, at most 20 digits), "
+            'got "monitor-1"',
             id="alert-id-not-digits",
+        ),
+        pytest.param(
+            {"alert_id": "1" * 21},
+            "field 'alert_id': expected the monitor id ($ALERT_ID, at most 20 digits), "
+            f'got "{"1" * 21}"',
+            id="alert-id-21-digits",
+        ),
+        pytest.param(
+            {"alert_id": "\u0661\u0662\u0663"},
+            "field 'alert_id': expected the monitor id ($ALERT_ID, at most 20 digits), "
+            'got "\u0661\u0662\u0663"',
+            id="alert-id-arabic-indic-digits",
+        ),
+        pytest.param(
+            {"date": "\u0661\u0664\u0664\u0668\u0664\u0663\u0665\u0665\u0663\u0660"},
+            "field 'date': expected epoch milliseconds as a string, got "
+            '"\u0661\u0664\u0664\u0668\u0664\u0663\u0665\u0665\u0663\u0660"',
+            id="date-arabic-indic-digits",
+        ),
+        pytest.param(
+            {"date": "\uff11\uff14\uff14\uff18\uff14\uff13\uff15\uff15\uff13\uff10"},
+            "field 'date': expected epoch milliseconds as a string, got "
+            '"\uff11\uff14\uff14\uff18\uff14\uff13\uff15\uff15\uff13\uff10"',
+            id="date-fullwidth-digits",
+        ),
+        pytest.param(
+            {"date": "95617584000000"},
+            "field 'date': \"95617584000000\" is in the future (more than a day after the router "
+            "received it at 2023-11-14T22:13:20+00:00)",
+            id="date-year-5000",
+        ),
+        pytest.param(
+            {"date": "300000000000000"},
+            "field 'date': \"300000000000000\" is in the future (more than a day after the "
+            "router received it at 2023-11-14T22:13:20+00:00)",
+            id="date-past-year-9999",
+        ),
+        pytest.param(
+            {"date": "9" * 30},
+            f"field 'date': \"{'9' * 30}\" is in the future (more than a day after the router "
+            "received it at 2023-11-14T22:13:20+00:00)",
+            id="date-30-nines",
+        ),
+        pytest.param(
+            {"date": "99999999999.5"},
+            "field 'date': \"99999999999.5\" is in the future (more than a day after the router "
+            "received it at 2023-11-14T22:13:20+00:00)",
+            id="date-seconds-year-5138",
+        ),
+        pytest.param(
+            {"date": str(RECEIVED + 86_400_001)},
+            f"field 'date': \"{RECEIVED + 86_400_001}\" is in the future (more than a day after "
+            "the router received it at 2023-11-14T22:13:20+00:00)",
+            id="date-just-over-a-day-ahead",
+        ),
+        pytest.param(
+            {"date": 10**40},
+            "field 'date': expected epoch milliseconds as a string, got \"1" + "0" * 40 + '"',
+            id="date-int-too-long",
+        ),
+        pytest.param(
+            {"id": "12\n34"},
+            "field 'id': expected a Datadog event id ($ID: at most 64 letters, digits, '_' or "
+            "'-'), got \"12\\n34\"",
+            id="id-newline",
+        ),
+        pytest.param(
+            {"id": "12\x0034"},
+            "field 'id': expected a Datadog event id ($ID: at most 64 letters, digits, '_' or "
+            "'-'), got \"12\\u000034\"",
+            id="id-nul",
+        ),
+        pytest.param(
+            {"id": "9" * 5000},
+            "field 'id': expected a Datadog event id ($ID: at most 64 letters, digits, '_' or "
+            "'-'), got \"" + "9" * 78 + "\u2026",
+            id="id-5000-digits",
+        ),
+        pytest.param(
+            {"id": "a" * 65},
+            "field 'id': expected a Datadog event id ($ID: at most 64 letters, digits, '_' or "
+            "'-'), got \"" + "a" * 65 + '"',
+            id="id-65-chars",
+        ),
+        pytest.param(
+            {"id": None, "event_id": "1 2"},
+            "field 'event_id': expected a Datadog event id ($ID: at most 64 letters, digits, "
+            "'_' or '-'), got \"1 2\"",
+            id="event-id-alias-with-space",
+        ),
+        pytest.param(
+            {"id": "$ID", "link": "https://app.datadoghq.com/event/event?id=12%0A34"},
+            "field 'link': expected a Datadog event id ($ID: at most 64 letters, digits, '_' or "
+            "'-') in the event link, got \"12\\n34\" in "
+            '"https://app.datadoghq.com/event/event?id=12%0A34"',
+            id="link-id-encoded-newline",
         ),
         pytest.param(
             {"tags": ["env:prod", 3]},
@@ -466,6 +580,66 @@ def test_payload_errors(changes: dict[str, Any], message: str) -> None:
         parse(payload)
     assert str(caught.value) == message
     assert caught.value.status == 422
+
+
+def test_event_id_is_not_taken_from_links_written_in_the_message() -> None:
+    # Two different alerts whose messages both mention an old incident: with the id taken from
+    # that link they would share `datadog:4242:alert` and the second would be dropped as a dup.
+    note = "last incident: https://app.datadoghq.com/event/event?id=4242"
+    first = {**RECOMMENDED, "id": "$ID", "link": "$LINK", "body": f"{RECOMMENDED['body']}\n{note}"}
+    second = {**first, "alert_id": "155844759", "title": "[Triggered] Card API errors"}
+    keys = {parse(first).dedup_key, parse(second).dedup_key}
+    assert len(keys) == 2
+    assert all(key.startswith("datadog:sha256:") for key in keys)
+    assert parse(first).event_id is None
+
+
+def test_event_id_from_link_field_still_wins_over_the_message() -> None:
+    body = "last incident: https://app.datadoghq.com/event/event?id=4242\n" + RECOMMENDED["body"]
+    notification = parse({**RECOMMENDED, "id": "$ID", "body": body})
+    assert notification.event_id == "7345023619263187422"
+    assert notification.dedup_key == "datadog:7345023619263187422:alert"
+
+
+def test_old_dates_are_kept() -> None:
+    # 2015 captures replay fine: an old event cannot overwrite a newer breaker state.
+    assert parse({**CAPTURED, "date": "1448435530000"}).event_time_ms == 1448435530000
+
+
+def test_long_message_and_title_are_cut_after_callbacks_are_read() -> None:
+    late = "https://late.example/cb"
+    body = (
+        RECOMMENDED["body"]
+        + "\n"
+        + "x" * 100_000
+        + f"\ncircuit-breaker-callback: {late}\n"
+        + "[[Monitor Status](https://app.datadoghq.com/monitors#987654)]"
+    )
+    title = "[Triggered on {bank_code:0001}] " + "t" * 5000
+    notification = parse({**RECOMMENDED, "alert_id": "$ALERT_ID", "body": body, "title": title})
+    assert notification.callback_urls == (CB, late)
+    assert notification.monitor_id == "987654"
+    assert len(notification.message) == 16_384
+    assert notification.message == body[: 16_384 - 12] + "\u2026[truncated]"
+    assert len(notification.title) == 1_024
+    assert notification.title == title[: 1_024 - 12] + "\u2026[truncated]"
+    assert notification.scope == "bank_code:0001,env:prod"
+
+
+def test_message_and_title_at_the_limits_are_kept_whole() -> None:
+    body = RECOMMENDED["body"] + "x" * (16_384 - len(RECOMMENDED["body"]))
+    title = RECOMMENDED["title"] + "t" * (1_024 - len(RECOMMENDED["title"]))
+    notification = parse({**RECOMMENDED, "body": body, "title": title})
+    assert (notification.message, notification.title) == (body, title)
+
+
+def test_huge_title_is_parsed_in_linear_time() -> None:
+    # A guard against quadratic regexes on hostile input, not a speed test.
+    title = "[a" + " " * 200_000 + "b]"
+    started = time.perf_counter()
+    with pytest.raises(PayloadError):
+        parse({**RECOMMENDED, "alert_transition": "$ALERT_TRANSITION", "title": title})
+    assert time.perf_counter() - started < 1.0
 
 
 def test_error_shortens_a_long_value() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import pytest
 
 from router.parsing.datadog_text import (
@@ -62,3 +65,118 @@ def test_event_id_from_text(text, expected):
 
 def test_monitor_links_that_are_not_ids_are_ignored():
     assert monitor_id_from_text("https://app.datadoghq.com/monitors/manage") is None
+
+
+# A guard against quadratic regexes on hostile input, not a speed test: the bound is generous.
+ADVERSARIAL_CHARS = 200_000
+LINEAR_BOUND_S = 1.0
+
+
+def _repeat(unit: str) -> str:
+    return unit * (ADVERSARIAL_CHARS // len(unit) + 1)
+
+
+def _seconds(function: Callable[[str], object], text: str) -> float:
+    started = time.perf_counter()
+    function(text)
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize(
+    ("function", "text"),
+    [
+        pytest.param(
+            transition_from_title,
+            "[a" + " " * ADVERSARIAL_CHARS + "b]",
+            id="title-spaces-in-brackets",
+        ),
+        pytest.param(
+            transition_from_title,
+            "[Triggered" + _repeat(" on") + "]",
+            id="title-many-ons",
+        ),
+        pytest.param(transition_from_title, _repeat("[]"), id="title-prefixes"),
+        pytest.param(event_id_from_text, _repeat("/event/a?"), id="event-links-no-id"),
+        pytest.param(event_id_from_text, _repeat("/event/a?x&"), id="event-query-ands"),
+        pytest.param(event_id_from_text, _repeat("/event/a?id=1 "), id="many-event-links"),
+        pytest.param(
+            monitor_id_from_text, "/monitors/" + "1" * ADVERSARIAL_CHARS, id="monitor-digits"
+        ),
+    ],
+)
+def test_hostile_text_is_read_in_linear_time(function: Callable[[str], object], text: str) -> None:
+    assert len(text) >= ADVERSARIAL_CHARS
+    assert _seconds(function, text) < LINEAR_BOUND_S
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        pytest.param(
+            "[Triggered  on  {host:a} ]", ("alert", "Triggered", False, "host:a"), id="spacing"
+        ),
+        pytest.param(
+            "[Triggered on {a}{b}]", ("alert", "Triggered", False, "a}{b"), id="scope-to-last-brace"
+        ),
+        pytest.param("[Triggered on {}]", ("alert", "Triggered", False, None), id="empty-scope"),
+        pytest.param(
+            "[Re-No Data on {host:a}] x", ("no_data", "Re-No Data", True, "host:a"), id="re-no-data"
+        ),
+    ],
+)
+def test_transition_and_scope_shapes(title, expected):
+    assert tuple(transition_from_title(title)) == expected
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        pytest.param("[Triggered on{host:a}] x", id="no-space-before-brace"),
+        pytest.param("[Triggered on {host:a} extra] x", id="text-after-scope"),
+        pytest.param("[Triggered {host:a}] x", id="no-on"),
+        pytest.param("[ on {host:a}] x", id="no-name"),
+        pytest.param("[Triggeredon {host:a}] x", id="on-glued-to-name"),
+    ],
+)
+def test_malformed_scope_prefixes_are_not_transitions(title):
+    assert transition_from_title(title) is None
+
+
+def test_only_the_start_of_a_title_is_read():
+    prefixes = "[P1] " * 110  # 550 characters
+    assert transition_from_title(prefixes[:500] + "[Triggered] x") is not None
+    assert transition_from_title(prefixes + "[Triggered] x") is None
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param("see https://app.datadoghq.com/event/event?id=42.", "42", id="period-after"),
+        pytest.param("(https://app.datadoghq.com/event/event?id=42)", "42", id="in-parens"),
+        pytest.param("/event/event?foo=1&id=42", "42", id="id-not-first"),
+        pytest.param("/event/jump_to?event_id=7&x=1", "7", id="event-id-then-more"),
+        pytest.param("/event/event?id=abc_DEF-9", "abc_DEF-9", id="token-id"),
+        pytest.param("/event/event?id=1 and /event/event?id=2", "2", id="last-wins"),
+        pytest.param("/event/event?id=1 and /event/event?id=2%0A", "1", id="last-usable-wins"),
+        pytest.param("/event/event?id=\u0661\u0662\u0663", None, id="non-ascii-digits"),
+        pytest.param("/event/event?id=" + "9" * 5000, None, id="too-long"),
+        pytest.param("/event/event?id=12%0A34", None, id="encoded-newline"),
+        pytest.param("/event/event?id=12%0034", None, id="encoded-nul"),
+        pytest.param("/event/event?foo_id=42", None, id="other-param"),
+        pytest.param("/event/event?id=", None, id="empty-id"),
+    ],
+)
+def test_event_id_from_text_shapes(text, expected):
+    assert event_id_from_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param("https://app.datadoghq.com/monitors/\u0661\u0662\u0663", None, id="arabic"),
+        pytest.param("https://app.datadoghq.com/monitors/" + "1" * 21, None, id="21-digits"),
+        pytest.param("https://app.datadoghq.com/monitors/" + "1" * 20, "1" * 20, id="20-digits"),
+    ],
+)
+def test_monitor_id_from_text_is_ascii_and_bounded(text, expected):
+    assert monitor_id_from_text(text) == expected

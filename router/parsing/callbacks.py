@@ -31,9 +31,12 @@ _MARKDOWN_LINK = re.compile(
 # `<url>`, and Slack's `<url|label>`.
 _ANGLE_LINK = re.compile(r"<(?P<url>[^\s<>|]+)(?:\|[^<>]*)?>")
 # A bare value runs to the next whitespace, except inside `{{ ... }}` so a whole template
-# variable is reported rather than a fragment of it.
-_BARE_TOKEN = re.compile(r"(?:\{\{.*?\}\}|\S)+")
-_TEMPLATE_VARIABLE = re.compile(r"\{\{.*?\}\}")
+# variable is reported rather than a fragment of it. `[^{}\n]*` rather than `.*?`: a scan from
+# one `{{` stops at the next brace, so a run of `{{{{...` costs linear time, not quadratic.
+_BARE_TOKEN = re.compile(r"(?:\{\{[^{}\n]*\}\}|\S)+")
+_TEMPLATE_VARIABLE = re.compile(r"\{\{[^{}\n]*\}\}")
+# No callback URL is this long; a longer value is a problem and no pattern is run on it.
+MAX_VALUE_CHARS = 2048
 # CommonMark: a backslash before ASCII punctuation is an escape for that character.
 _MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 # What a JSON-escape leak leaves at the end of a URL: `https://x/cb\n%%%`.
@@ -44,6 +47,9 @@ _LEADING_WRAPPERS = "*_~`'\"\u201c\u201d\u2018\u2019"
 _TRAILING_NOISE = ".,;:!?'\"*~`>\u201c\u201d\u2018\u2019"
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 _HTTP_SCHEMES = ("http", "https")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# scheme, userinfo, host, port, path, query
+_EndpointKey = tuple[str, str, str, int | None, str, str]
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,8 @@ def extract_callback_urls(message: str, keyword: str = DEFAULT_CALLBACK_KEYWORD)
 
 
 def distinct_urls(lines: Iterable[CallbackLine]) -> tuple[str, ...]:
-    """The usable URLs of `lines`, each once (scheme and host compared case-insensitively)."""
-    urls: dict[str, str] = {}
+    """The usable URLs of `lines`, each once: spellings of the same endpoint count as one."""
+    urls: dict[_EndpointKey, str] = {}
     for found in lines:
         if found.url is not None:
             urls.setdefault(_dedup_key(found.url), found.url)
@@ -111,13 +117,16 @@ def find_callback_problems(message: str, keyword: str = DEFAULT_CALLBACK_KEYWORD
 def _read_value(value: str, keyword: str) -> tuple[str | None, str | None]:
     if not value:
         return None, f'nothing follows "{keyword}:"; put the URL on the same line'
+    if len(value) > MAX_VALUE_CHARS:
+        return None, f"{keyword}: {_quoted(value)} is longer than {MAX_VALUE_CHARS} characters"
     candidate = _unwrap(value)
     if not candidate:
         return None, f"{keyword}: {_quoted(value)} holds no URL"
     problem = _url_problem(candidate)
     if problem:
         return None, f"{keyword}: {_quoted(candidate)} {problem}"
-    return candidate, None
+    # A fragment never reaches the server: `.../cb#x` is `.../cb`.
+    return candidate.partition("#")[0], None
 
 
 def _unwrap(value: str) -> str:
@@ -140,18 +149,22 @@ def _unwrap(value: str) -> str:
 
 
 def _trim_trailing(token: str, underscored: bool) -> str:
-    while token:
-        last = token[-1]
-        if token.endswith("%%%"):
-            token = token[:-3]
+    # Counted once and kept up to date, so a long run of closers costs linear time.
+    counts = {char: token.count(char) for pair in _CLOSERS.items() for char in pair}
+    end = len(token)
+    while end:
+        last = token[end - 1]
+        if last == "%" and token.endswith("%%%", 0, end):
+            end -= 3
         elif last in _TRAILING_NOISE or (underscored and last == "_"):
-            token = token[:-1]
-        elif last in _CLOSERS and token.count(last) > token.count(_CLOSERS[last]):
+            end -= 1
+        elif last in _CLOSERS and counts[last] > counts[_CLOSERS[last]]:
             # `(see https://x/cb)`: the closer belongs to the prose, not to the URL.
-            token = token[:-1]
+            counts[last] -= 1
+            end -= 1
         else:
             break
-    return token
+    return token[:end]
 
 
 def _url_problem(url: str) -> str | None:
@@ -160,6 +173,11 @@ def _url_problem(url: str) -> str | None:
         return (
             f"contains the template variable {variable.group(0)}: the router would call "
             "whatever Datadog renders there"
+        )
+    if "{{" in url:
+        return (
+            'contains "{{", the start of a template variable: the router would call whatever '
+            "Datadog renders there"
         )
     if "\\" in url:
         return "contains a backslash"
@@ -175,12 +193,21 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def _dedup_key(url: str) -> str:
-    # Scheme and host are case-insensitive; userinfo, path and query are not.
+def _dedup_key(url: str) -> _EndpointKey:
+    """What identifies the endpoint `url` calls (RFC 3986 6.2.2-6.2.3 normalisation).
+
+    Scheme and host are case-insensitive, a default port or an empty port is no port, a trailing
+    dot ends the same host name, an empty path is `/` and the fragment is never sent. Userinfo,
+    path and query are compared as written (percent-encoding included).
+    """
     parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    netloc = f"{userinfo}{at}{hostport.lower()}"
-    return parts._replace(scheme=parts.scheme.lower(), netloc=netloc).geturl()
+    scheme = parts.scheme.lower()
+    userinfo = parts.netloc.rpartition("@")[0]
+    host = (parts.hostname or "").rstrip(".")
+    port = parts.port
+    if port == _DEFAULT_PORTS.get(scheme):
+        port = None
+    return (scheme, userinfo, host, port, parts.path or "/", parts.query)
 
 
 def _quoted(text: str, limit: int = 120) -> str:

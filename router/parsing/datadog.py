@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from router.errors import PayloadError
@@ -18,7 +19,8 @@ from router.model import Notification, Transition, split_tags
 from router.parsing.callbacks import extract_callback_urls
 from router.parsing.datadog_text import (
     TitleTransition,
-    event_id_from_text,
+    event_link_ids,
+    is_event_id,
     monitor_id_from_text,
     transition_from_name,
     transition_from_title,
@@ -46,10 +48,22 @@ _INT_ALLOWED = frozenset({"id", "alert_id", "org_id", "alert_cycle_key", "date"}
 
 # `$ALERT_ID`, `$TAGS[env]`: a variable Datadog left unfilled.
 _UNFILLED = re.compile(r"^\$[A-Z][A-Z0-9_]*(?:\[[^\]]*\])?$")
-_EPOCH = re.compile(r"^\d+(?:\.\d+)?$")
-_DIGITS = re.compile(r"^\d+$")
+# ASCII digits only: `\d` also matches other scripts' digits, which `Decimal` would accept.
+_EPOCH = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# Longer than this is no epoch a sender means (13 digits of milliseconds, a few decimals).
+_EPOCH_CHARS = 40
+# A monitor id is a 64-bit integer: at most 20 digits.
+_MONITOR_ID = re.compile(r"[0-9]{1,20}")
 # Below this an epoch is in seconds: 10^11 s is the year 5138, 10^11 ms is March 1973.
 _SECONDS_BELOW = 10**11
+# A `date` later than this after receipt is refused: as a breaker's version it would block every
+# real event after it. Old dates are harmless (an older event never overwrites a newer state).
+_FUTURE_SLACK_MS = 24 * 60 * 60 * 1000
+_EVENT_ID_EXPECTED = "expected a Datadog event id ($ID: at most 64 letters, digits, '_' or '-')"
+# What a Notification keeps of the text (the queue stores one copy per callback URL).
+MAX_MESSAGE_CHARS = 16_384
+MAX_TITLE_CHARS = 1_024
+TRUNCATED = "\u2026[truncated]"
 _SHOWN_CHARS = 80
 
 
@@ -67,20 +81,21 @@ def parse_datadog_webhook(
     titled = transition_from_title(title)
     transition, datadog_transition, renotification = _transition(payload, title, titled)
 
-    event_id = _text(payload, "id")
+    # The event id comes only from `$ID` or `$LINK`: never from a link the user wrote into the
+    # message, which would make different alerts share a dedup key.
     link = _text(payload, "link")
-    if event_id is None:
-        event_id = event_id_from_text(link or "") or event_id_from_text(body)
+    event_id = _event_id(payload, link)
     monitor_id = _text(payload, "alert_id")
-    if monitor_id is not None and not _DIGITS.match(monitor_id):
+    if monitor_id is not None and not _MONITOR_ID.fullmatch(monitor_id):
         raise PayloadError(
-            f"field {_key(payload, 'alert_id')!r}: expected the monitor id ($ALERT_ID, digits), "
-            f"got {_show(monitor_id)}"
+            f"field {_key(payload, 'alert_id')!r}: expected the monitor id ($ALERT_ID, "
+            f"at most 20 digits), got {_show(monitor_id)}"
         )
     if monitor_id is None:
         monitor_id = monitor_id_from_text(body)
 
     date = _text(payload, "date")
+    event_time_ms = None if date is None else _epoch_ms(payload, date, received_at_ms)
     if event_id is not None:
         dedup_key = f"datadog:{event_id}:{transition}"
     else:
@@ -92,13 +107,14 @@ def parse_datadog_webhook(
         transition=transition,
         datadog_transition=datadog_transition,
         renotification=renotification,
-        title=title,
-        message=body,
+        title=_truncated(title, MAX_TITLE_CHARS),
+        # Callback lines and the monitor link were read from the whole message above.
+        message=_truncated(body, MAX_MESSAGE_CHARS),
         callback_urls=extract_callback_urls(body, keyword),
         received_at_ms=received_at_ms,
         event_id=event_id,
         monitor_id=monitor_id,
-        event_time_ms=None if date is None else _epoch_ms(payload, date),
+        event_time_ms=event_time_ms,
         tags=_tags(payload),
         scope=_text(payload, "alert_scope") or (titled.scope if titled else None),
         alert_cycle_key=_text(payload, "alert_cycle_key"),
@@ -107,6 +123,35 @@ def parse_datadog_webhook(
         alert_type=_text(payload, "alert_type"),
         event_type=_text(payload, "event_type"),
     )
+
+
+def _event_id(payload: Mapping[str, object], link: str | None) -> str | None:
+    """`$ID`, else the id in the `$LINK` event link; `PayloadError` when either is no id."""
+    event_id = _text(payload, "id")
+    if event_id is not None:
+        if not is_event_id(event_id):
+            raise PayloadError(
+                f"field {_key(payload, 'id')!r}: {_EVENT_ID_EXPECTED}, got {_show(event_id)}"
+            )
+        return event_id
+    if link is None:
+        return None
+    found = list(event_link_ids(link))
+    if not found:
+        return None
+    if not is_event_id(found[-1]):
+        raise PayloadError(
+            f"field {_key(payload, 'link')!r}: {_EVENT_ID_EXPECTED} in the event link, "
+            f"got {_show(found[-1])} in {_show(link)}"
+        )
+    return found[-1]
+
+
+def _truncated(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, saying so at the end when it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
 def _transition(
@@ -174,14 +219,22 @@ def _absent_or(payload: Mapping[str, object], name: str) -> str:
     return f"{_show(payload[present[0]])} in {present[0]!r}"
 
 
-def _epoch_ms(payload: Mapping[str, object], text: str) -> int:
-    if not _EPOCH.match(text):
+def _epoch_ms(payload: Mapping[str, object], text: str, received_at_ms: int) -> int:
+    field = _key(payload, "date")
+    if len(text) > _EPOCH_CHARS or not _EPOCH.fullmatch(text):
         raise PayloadError(
-            f"field {_key(payload, 'date')!r}: expected epoch milliseconds as a string, "
-            f"got {_show(text)}"
+            f"field {field!r}: expected epoch milliseconds as a string, got {_show(text)}"
         )
     number = Decimal(text)
-    return int(number * 1000) if number < _SECONDS_BELOW else int(number)
+    milliseconds = number * 1000 if number < _SECONDS_BELOW else number
+    if milliseconds > received_at_ms + _FUTURE_SLACK_MS:
+        # The date itself may be past what a calendar can show (year 10000 and later).
+        received = datetime.fromtimestamp(received_at_ms / 1000, tz=UTC)
+        raise PayloadError(
+            f"field {field!r}: {_show(text)} is in the future (more than a day after the "
+            f"router received it at {received.isoformat(timespec='seconds')})"
+        )
+    return int(milliseconds)
 
 
 def _tags(payload: Mapping[str, object]) -> tuple[str, ...]:

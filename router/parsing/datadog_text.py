@@ -6,7 +6,9 @@ Shared by the webhook parser (default payload) and the SNS parser (plain-text me
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import NamedTuple
+from urllib.parse import parse_qs
 
 from router.model import Transition
 
@@ -25,13 +27,21 @@ _DATADOG_TRANSITIONS: dict[str, tuple[Transition, bool]] = {
 
 # `[P1] [Triggered on {bank_code:0001,env:prod}] Bank API errors`: bracketed prefixes in order.
 _TITLE_PREFIX = re.compile(r"^\s*\[([^\]]*)\]")
-_ON_SCOPE = re.compile(r"^(?P<name>.+?)\s+on\s+\{(?P<scope>.*)\}\s*$", re.DOTALL)
+# A Datadog title is short; only its start is read, so a huge title costs nothing.
+TITLE_PARSE_CHARS = 512
 
 # `https://app.datadoghq.com/monitors#309811?group=...`, `.../monitors/309811/edit`,
-# `.../monitors/309811?...`; not `/monitors/manage` or `/monitors#/triggered`.
-_MONITOR_LINK = re.compile(r"/monitors?(?:#|/)(\d+)(?![\d])")
-# `.../event/event?id=3089904566766935419`, `.../event/jump_to?event_id=123`.
-_EVENT_LINK = re.compile(r"/event/[a-z_]+\?(?:[^\s)\]>]*&)?(?:event_)?id=(\d+)")
+# `.../monitors/309811?...`; not `/monitors/manage` or `/monitors#/triggered`. ASCII digits only
+# (`\d` would take Arabic-Indic ones), at most 20 of them (a monitor id is a 64-bit integer).
+_MONITOR_LINK = re.compile(r"/monitors?(?:#|/)([0-9]{1,20})(?![0-9])")
+# `.../event/event?id=3089904566766935419`, `.../event/jump_to?event_id=123`: the query is
+# captured whole (one greedy run, nothing to backtrack into) and read by `parse_qs`.
+_EVENT_LINK = re.compile(r"/event/[a-z_]+\?([^\s)\]>\"'<|#]*)")
+_EVENT_ID_KEYS = ("id", "event_id")
+# What a Datadog event id may look like: `$ID` is digits, but allow a token, never free text.
+_EVENT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+# Prose punctuation that may follow a link written in a sentence: `(see .../event?id=42.)`.
+_SENTENCE_END = ".,;:!?"
 
 
 class TitleTransition(NamedTuple):
@@ -47,35 +57,71 @@ def transition_from_name(name: str) -> tuple[Transition, bool] | None:
 
 
 def transition_from_title(title: str) -> TitleTransition | None:
-    """Find the transition (and scope, if any) in an event title's bracketed prefixes."""
-    rest = title
+    """Find the transition (and scope, if any) in an event title's bracketed prefixes.
+
+    Only the first `TITLE_PARSE_CHARS` characters are read.
+    """
+    rest = title[:TITLE_PARSE_CHARS]
     while True:
         match = _TITLE_PREFIX.match(rest)
         if not match:
             return None
         inside = match.group(1).strip()
         rest = rest[match.end() :]
-        name, scope = inside, None
-        on_scope = _ON_SCOPE.match(inside)
-        if on_scope:
-            name, scope = on_scope.group("name"), on_scope.group("scope").strip() or None
+        name, scope = _split_on_scope(inside)
         found = transition_from_name(name)
         if found:
             return TitleTransition(found[0], name.strip(), found[1], scope)
 
 
-def _last(pattern: re.Pattern[str], text: str) -> str | None:
-    # Datadog appends its own links (Monitor Status, Event URL) at the end of the message; a
-    # link the user wrote into the message body comes earlier and must not win.
-    found = pattern.findall(text)
-    return str(found[-1]) if found else None
+def _split_on_scope(inside: str) -> tuple[str, str | None]:
+    """`Triggered on {host:a}` -> ("Triggered", "host:a"); anything else -> (inside, None).
+
+    Plain string operations, linear in the length: a transition name never holds `{`, so the
+    scope starts at the first `{` and must be preceded by whitespace, `on`, whitespace.
+    """
+    head, brace, tail = inside.partition("{")
+    tail = tail.rstrip()
+    if not brace or not tail.endswith("}") or not head[-1:].isspace():
+        return inside, None
+    before_on = head.rstrip()
+    if not before_on.endswith("on"):
+        return inside, None
+    name = before_on[: -len("on")]
+    if not name[-1:].isspace() or not name.strip():
+        return inside, None
+    return name.strip(), tail[:-1].strip() or None
+
+
+def is_event_id(value: str) -> bool:
+    """Whether `value` looks like a Datadog event id (a token of at most 64 characters)."""
+    return bool(_EVENT_ID.fullmatch(value))
+
+
+def event_link_ids(text: str) -> Iterator[str]:
+    """The `id` (or `event_id`) of each Datadog event link in `text`, in order, unchecked."""
+    for query in _EVENT_LINK.findall(text):
+        fields = parse_qs(query)
+        for key in _EVENT_ID_KEYS:
+            values = fields.get(key)
+            if values:
+                yield values[0]
+                break
 
 
 def monitor_id_from_text(text: str) -> str | None:
     """The monitor id in the last Datadog monitor link within `text`."""
-    return _last(_MONITOR_LINK, text)
+    # Datadog appends its own links (Monitor Status, Event URL) at the end of the message; a
+    # link the user wrote into the message body comes earlier and must not win.
+    found = _MONITOR_LINK.findall(text)
+    return str(found[-1]) if found else None
 
 
 def event_id_from_text(text: str) -> str | None:
-    """The event id in the last Datadog event link within `text`."""
-    return _last(_EVENT_LINK, text)
+    """The event id in the last Datadog event link within `text` that holds a usable one."""
+    found = None
+    for value in event_link_ids(text):
+        value = value.rstrip(_SENTENCE_END)
+        if is_event_id(value):
+            found = value
+    return found
