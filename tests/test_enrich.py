@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,6 +21,8 @@ from router.callback_body import build_callback_body
 from router.config import Settings
 from router.datadog_stub import StubClient, StubServer
 from router.enrich import KEYS_MISSING, Enricher, recommended_budget
+from router.enrich.cache import SingleFlight
+from router.enrich.snapshot import event_from_api
 from router.errors import ConfigError
 from router.keys import RouterKeys
 from router.model import Enrichment, Notification
@@ -482,3 +485,296 @@ def test_nothing_to_read(enricher: Enricher, stub: StubClient) -> None:
     assert result.status == "none"
     assert "neither a monitor nor an event" in result.problems[0]
     assert stub.calls()["total"] == 0
+
+
+# ---- a storm over more monitors than the read pool serves in a budget --------------------
+
+
+def define_monitors(stub: StubClient, ids: range) -> None:
+    stub.define_monitors(
+        [{"id": i, "name": f"Monitor {i}", "groups": {"bank_code:0001": "Alert"}} for i in ids]
+    )
+
+
+def deliver_all(enricher: Enricher, ids: range, budget_s: float) -> list[Enrichment]:
+    """One delivery per monitor id, all at once, each on its own thread."""
+    barrier = threading.Barrier(len(ids))
+
+    def deliver(monitor_id: int) -> Enrichment:
+        barrier.wait()
+        return enricher.enrich(notification(monitor_id=str(monitor_id)), budget_s=budget_s)
+
+    with ThreadPoolExecutor(max_workers=len(ids)) as pool:
+        return list(pool.map(deliver, ids))
+
+
+def test_a_queued_read_is_cancelled_when_its_last_waiter_gives_up() -> None:
+    gate = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        flight: SingleFlight[str, str] = SingleFlight(executor)
+        running = flight.run("busy", lambda: "busy" if gate.wait(5) else "timeout")
+        queued = flight.run("wanted", lambda: "read")
+        joined = flight.run("wanted", lambda: "never called: joins the read in flight")
+        assert running is not None and queued is not None and joined is queued
+        assert flight.leave("wanted", queued) is False  # one waiter is still there
+        assert not queued.cancelled()
+        assert flight.leave("wanted", queued) is True  # the last one gives up
+        assert queued.cancelled()
+        # The next caller starts a fresh read rather than joining the cancelled one.
+        again = flight.run("wanted", lambda: "read again")
+        assert again is not None and again is not queued
+        # A read already running is never cancelled: its result still serves the caches.
+        assert flight.leave("busy", running) is False
+        gate.set()
+        assert running.result(timeout=5) == "busy"
+        assert again.result(timeout=5) == "read again"
+        # A new read the caller does not admit is not queued.
+        assert flight.run("refused", lambda: "never", admit=lambda: False) is None
+    assert len(flight) == 0
+
+
+def test_abandoned_reads_do_not_hold_up_later_ones(settings: Settings, stub: StubClient) -> None:
+    # Datadog answers in 0.5 s; one read at a time. Four deliveries give up while their reads
+    # still queue behind a running one; a fresh monitor after them must not wait for those.
+    define_monitors(stub, range(43, 48))
+    stub.add_fault("/api/v1/monitor/", sleep_s=0.5, times=None)
+    with Enricher(settings, max_concurrent_reads=1) as enricher, ThreadPoolExecutor(1) as bg:
+        first = bg.submit(enricher.enrich, notification(), budget_s=3)
+        time.sleep(0.1)  # its read is running now
+        given_up = deliver_all(enricher, range(43, 47), budget_s=0.2)
+        assert first.result().status == "complete"
+        fresh, elapsed = timed(enricher, notification(monitor_id="47"), budget_s=1.5)
+    assert fresh.status == "complete", fresh.problems
+    assert elapsed < 0.5 + MARGIN_S
+    # Nobody wanted them any more: they were dropped before they started.
+    assert sum(stub.calls_to(f"/api/v1/monitor/{i}") for i in range(43, 47)) == 0
+    assert {r.status for r in given_up} == {"none"}
+    # Not "Datadog did not answer": the read never started.
+    assert all("still queued" in r.problems[0] for r in given_up), given_up[0].problems
+
+
+def test_a_read_that_could_not_start_within_the_budget_is_not_queued(
+    settings: Settings, stub: StubClient
+) -> None:
+    define_monitors(stub, range(43, 50))
+    stub.add_fault("/api/v1/monitor/", sleep_s=0.4, times=None)
+    with Enricher(settings, max_concurrent_reads=2) as enricher, ThreadPoolExecutor(6) as bg:
+        # One read teaches the enricher how long a read takes now (0.4 s).
+        assert enricher.enrich(notification(), budget_s=2).status == "complete"
+        # Six more monitors at once: two reads run, four queue (0.8 s before a new one starts).
+        storm = [bg.submit(enricher.enrich, notification(monitor_id=str(i)), budget_s=3)
+                 for i in range(43, 49)]  # fmt: skip
+        time.sleep(0.1)
+        result, elapsed = timed(enricher, notification(monitor_id="49"), budget_s=0.5)
+        assert {f.result().status for f in storm} == {"complete"}
+    assert result.status == "none"
+    assert result.problems[0].startswith("Datadog reads are backed up; sent without waiting")
+    assert elapsed < 0.25
+    assert stub.calls_to("/api/v1/monitor/49") == 0
+
+
+# ---- pauses reach the reads already queued -----------------------------------------------
+
+
+@pytest.mark.parametrize("refusal", [403, 429])
+def test_a_pause_stops_the_reads_already_queued(
+    settings: Settings, stub: StubClient, refusal: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    define_monitors(stub, range(43, 53))
+    if refusal == 429:
+        stub.add_fault("/api/v1/monitor/", status=429, reset_s=30, sleep_s=0.3, times=None)
+    else:
+        stub.set_keys(["another-api-key"], ["another-app-key"], status=refusal)
+        stub.add_fault("/api/v1/monitor/", sleep_s=0.3, times=None)
+    enricher = Enricher(settings, max_concurrent_reads=2)
+    with caplog.at_level(logging.WARNING, logger="router.enrich"), enricher:
+        results = deliver_all(enricher, range(43, 53), budget_s=5)
+    assert {r.status for r in results} == {"none"}
+    expected = "refused" if refusal == 403 else "rate limit"
+    assert all(expected in r.problems[0] for r in results), [r.problems for r in results]
+    # The two reads running when Datadog said stop; the eight queued behind them never call.
+    assert stub.calls_under("/api/v1/monitor/") == 2
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+# ---- another process holds the read of a monitor -------------------------------------------
+
+
+def test_a_dead_leaseholder_holds_up_deliveries_for_about_a_second(
+    settings: Settings, stub: StubClient, redis: redis_lib.Redis, key_prefix: str
+) -> None:
+    # A process took the read of monitor 42 and died: its lease outlives it by 11 s.
+    keys = RouterKeys(key_prefix)
+    redis.set(keys.dd_monitor_read(MONITOR_ID), "token-of-a-dead-process", px=11_000)
+    with Enricher(settings, redis_client=redis, key_prefix=key_prefix) as enricher:
+        result, elapsed = timed(enricher, notification(), budget_s=4)
+    assert result.status == "complete", result.problems
+    assert elapsed < 1.0 + MARGIN_S
+    assert stub.calls_to(f"/api/v1/monitor/{MONITOR_ID}") == 1
+    assert redis.exists(keys.dd_monitor(MONITOR_ID))  # other processes find it now
+
+
+def test_waiting_for_another_process_says_so(
+    settings: Settings, stub: StubClient, redis: redis_lib.Redis, key_prefix: str
+) -> None:
+    redis.set(RouterKeys(key_prefix).dd_monitor_read(MONITOR_ID), "another-process", px=11_000)
+    with Enricher(settings, redis_client=redis, key_prefix=key_prefix) as enricher:
+        result, elapsed = timed(enricher, notification(), budget_s=0.3)
+    assert result.status == "none"
+    assert result.problems == (
+        f"another router process was reading monitor {MONITOR_ID} and its result did not "
+        "arrive within the budget",
+    )
+    assert elapsed < 0.3 + MARGIN_S
+
+
+# ---- answers the client cannot read --------------------------------------------------------
+
+
+class RawApi:
+    """A Datadog API stand-in answering fixed (status, body) per path prefix, for answers the
+    stub never gives: bodies the client cannot deserialise, ids as a double would round them."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, Any]] = {}
+        self.calls: list[str] = []
+        raw = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                raw.calls.append(path)
+                status, body = next(
+                    (answer for prefix, answer in raw.routes.items() if path.startswith(prefix)),
+                    (404, {"errors": ["Not found"]}),
+                )
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def raw() -> Iterator[RawApi]:
+    api = RawApi()
+    yield api
+    api.close()
+
+
+MONITOR_BODY = {
+    "id": int(MONITOR_ID),
+    "name": "Bank API errors",
+    "type": "query alert",
+    "query": "avg(last_5m):sum:vendor.errors{*} by {bank_code,env}.as_count() > 10",
+    "overall_state": "Alert",
+    "tags": ["team:payments"],
+    "state": {"groups": {"bank_code:0001,env:prod": {"status": "Alert"}}},
+}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"id": int(MONITOR_ID), "name": "no type, no query"}, id="missing-fields"),
+        pytest.param(["query alert", "avg(last_5m):x > 1"], id="json-array"),
+        pytest.param({"type": "query alert", "query": "q", "name": "no id"}, id="no-id"),
+    ],
+)
+def test_an_unreadable_monitor_answer_is_an_outage_logged_once(
+    raw: RawApi, fake: FakeTime, body: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw.routes["/api/v1/monitor/"] = (200, body)
+    settings = Settings(dd_api_key="k", dd_app_key="a", dd_api_host=raw.url)
+    enricher = Enricher(settings, clock=fake.clock, sleep=fake.sleep)
+    with caplog.at_level(logging.INFO, logger="router.enrich"), enricher:
+        results = []
+        for _ in range(3):
+            results.append(enricher.enrich(notification(), budget_s=5))
+            fake.offset += 2  # past the cooldown: each delivery asks again
+        health = enricher.health()
+    assert {r.status for r in results} == {"none"}
+    assert all("could not be read" in r.problems[0] for r in results), results[0].problems
+    assert len(raw.calls) == 3
+    assert health["outages"]["GetMonitor"]["message"]
+    # No traceback per delivery: one warning line for the cause, nothing at ERROR.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert len([r for r in caplog.records if "cannot read" in r.getMessage()]) == 1
+
+
+def test_an_event_answer_that_is_no_event_leaves_the_delivery_partial(raw: RawApi) -> None:
+    raw.routes["/api/v1/monitor/"] = (200, MONITOR_BODY)
+    raw.routes["/api/v1/events/"] = (200, ["monitor", "bank_code:0001"])
+    settings = Settings(dd_api_key="k", dd_app_key="a", dd_api_host=raw.url)
+    with Enricher(settings) as enricher:
+        result = enricher.enrich(sns_like(), budget_s=5)
+    assert result.status == "partial"
+    assert result.monitor_name == "Bank API errors"
+    assert result.event_tags is None
+    assert any("could not be read" in problem for problem in result.problems)
+
+
+# ---- rate-limit headers on every answer, ids -----------------------------------------------
+
+
+def test_a_used_up_window_on_an_error_answer_is_respected(
+    enricher: Enricher, stub: StubClient
+) -> None:
+    stub.set_rate_limit("get_event", limit=1, period_s=10)
+    stub.define_event(EVENT_ID, tags=["monitor"], not_found_calls=5)
+    first = enricher.enrich(sns_like(), budget_s=5)
+    assert first.status == "partial"
+    # That 404 said X-Ratelimit-Remaining: 0: no GetEvent until the window resets.
+    assert "GetEvent" in enricher.health()["blocked"]
+    second = enricher.enrich(sns_like(), budget_s=5)
+    assert second.status == "partial"
+    assert stub.calls_under("/api/v1/events/") == 1
+
+
+def test_a_429_with_reset_0_pauses_a_second(
+    enricher: Enricher, stub: StubClient, fake: FakeTime
+) -> None:
+    stub.add_fault(f"/api/v1/monitor/{MONITOR_ID}", status=429, reset_s=0)
+    result = enricher.enrich(notification(), budget_s=5)
+    assert result.status == "complete", result.problems
+    assert fake.sleeps and 0.9 <= fake.sleeps[0] <= 1.0
+    assert stub.calls_to(f"/api/v1/monitor/{MONITOR_ID}") == 2
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"monitor_id": "\uff14\uff12", "event_id": None}, id="fullwidth-monitor-id"),
+        pytest.param({"monitor_id": "4\u00b2", "event_id": None}, id="superscript-monitor-id"),
+        pytest.param({"monitor_id": None, "event_id": "\u0666\u0663"}, id="arabic-event-id"),
+    ],
+)
+def test_ids_are_ascii_digits_only(
+    enricher: Enricher, stub: StubClient, changes: dict[str, Any]
+) -> None:
+    result = enricher.enrich(sns_like(**changes), budget_s=5)
+    assert result.status == "none"
+    assert "not a" in result.problems[0] and "id" in result.problems[0], result.problems
+    assert stub.calls()["total"] == 0
+
+
+def test_without_id_str_the_requested_event_id_wins_over_a_rounded_number() -> None:
+    # 6327818702635911562 as a double: what a JSON number passed through a float becomes.
+    body = {"event": {"id": 6327818702635911000, "tags": ["monitor"]}}
+    assert event_from_api(body, requested_id=EVENT_ID).event_id == EVENT_ID
+    with_id_str = {"event": {"id": 6327818702635911000, "id_str": EVENT_ID}}
+    assert event_from_api(with_id_str, requested_id="1").event_id == EVENT_ID
+    # Only ASCII digits make an id.
+    assert event_from_api({"event": {"id_str": "\uff16"}}, requested_id="6").event_id == "6"

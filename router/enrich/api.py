@@ -19,6 +19,7 @@ from datadog_api_client.v1.api.events_api import EventsApi
 from datadog_api_client.v1.api.monitors_api import MonitorsApi
 
 from router.config import Settings
+from router.enrich.snapshot import is_id
 from router.errors import ConfigError, RouterError
 
 # Operation names as Datadog's OpenAPI spec has them: in logs, health and problem lines.
@@ -68,6 +69,8 @@ class DatadogProtocolError(DatadogApiError):
 
 
 # When a 429 carries no usable X-Ratelimit-Reset: Datadog's windows are 10 or 60 s; try again soon.
+# Also the least a 429 pauses: `Reset: 0` (under a second left, rounded down) is no reason to
+# ask again at once, into the same used-up window.
 DEFAULT_RESET_S = 1.0
 
 
@@ -129,7 +132,9 @@ def _translate(operation: str, exc: ApiException) -> DatadogApiError:
     if status == 429:
         reset = rate_limit.reset_s if rate_limit and rate_limit.reset_s is not None else None
         return DatadogRateLimited(
-            message, reset_s=float(reset) if reset is not None else DEFAULT_RESET_S, **kwargs
+            message,
+            reset_s=max(DEFAULT_RESET_S, float(reset)) if reset is not None else DEFAULT_RESET_S,
+            **kwargs,
         )
     # status 0: the client wraps TLS failures that way.
     if status in (0, 408) or status >= 500:
@@ -198,12 +203,32 @@ class DatadogApi:
 
     def get_monitor(self, monitor_id: str) -> ApiAnswer:
         """The monitor with every group's state (`group_states=all`)."""
-        return self._call(
+        answer = self._call(
             GET_MONITOR, lambda: self._monitors.get_monitor(int(monitor_id), group_states="all")
         )
+        # The client turns a JSON array into a Monitor positionally; a body without an id is
+        # no monitor, whatever it holds.
+        monitor_id_in_body = answer.body.get("id")
+        if isinstance(monitor_id_in_body, bool) or not (
+            isinstance(monitor_id_in_body, int)
+            or (isinstance(monitor_id_in_body, str) and is_id(monitor_id_in_body))
+        ):
+            raise DatadogProtocolError(
+                f"{GET_MONITOR}: unreadable answer: not a monitor (no id)",
+                operation=GET_MONITOR,
+                rate_limit=answer.rate_limit,
+            )
+        return answer
 
     def get_event(self, event_id: str) -> ApiAnswer:
-        return self._call(GET_EVENT, lambda: self._events.get_event(int(event_id)))
+        answer = self._call(GET_EVENT, lambda: self._events.get_event(int(event_id)))
+        if not isinstance(answer.body.get("event"), dict):
+            raise DatadogProtocolError(
+                f"{GET_EVENT}: unreadable answer: not an event (no event object)",
+                operation=GET_EVENT,
+                rate_limit=answer.rate_limit,
+            )
+        return answer
 
     def close(self) -> None:
         self._client.close()
@@ -227,14 +252,29 @@ class DatadogApi:
             raise DatadogProtocolError(
                 f"{operation}: unreadable answer: {exc}", operation=operation
             ) from exc
-        data, _status, headers = result
-        body = data.to_dict() if hasattr(data, "to_dict") else data
+        except Exception as exc:
+            # The client deserialises the body into its models and raises whatever they raise
+            # on a body they do not expect (TypeError for missing required fields, ...).
+            raise DatadogProtocolError(
+                f"{operation}: unreadable answer: {type(exc).__name__}: {str(exc)[:200]}",
+                operation=operation,
+            ) from exc
+        try:
+            data, _status, headers = result
+            rate_limit = RateLimitInfo.from_headers(headers)
+            body = data.to_dict() if hasattr(data, "to_dict") else data
+        except Exception as exc:
+            raise DatadogProtocolError(
+                f"{operation}: unreadable answer: {type(exc).__name__}: {str(exc)[:200]}",
+                operation=operation,
+            ) from exc
         if not isinstance(body, dict):
             raise DatadogProtocolError(
                 f"{operation}: expected a JSON object, got {type(body).__name__}",
                 operation=operation,
+                rate_limit=rate_limit,
             )
-        return ApiAnswer(body, RateLimitInfo.from_headers(headers))
+        return ApiAnswer(body, rate_limit)
 
 
 def exhausted_for(info: RateLimitInfo | None) -> float | None:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from router.enrich.api import (
     DatadogApiError,
     DatadogAuthError,
+    DatadogProtocolError,
     DatadogRateLimited,
     DatadogUnavailable,
     RateLimitInfo,
@@ -25,6 +26,9 @@ from router.enrich.api import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Distinct unreadable-answer causes remembered for logging each once; a bound, not a knob.
+MAX_LOGGED_CAUSES = 100
 
 
 def iso(epoch_s: float) -> str:
@@ -73,6 +77,7 @@ class ApiBook:
         self._rate_limits: dict[str, tuple[RateLimitInfo, float]] = {}
         self._auth: dict[tuple[str, int | None, str], _AuthFailure] = {}
         self._outages: dict[str, tuple[str, float]] = {}
+        self._logged_causes: set[tuple[str, str]] = set()
 
     def count(self, operation: str) -> None:
         with self._lock:
@@ -116,6 +121,13 @@ class ApiBook:
         log: Callable[[], None] | None = None
         with self._lock:
             self._note_rate_limit(operation, exc.rate_limit)
+            exhausted = exhausted_for(exc.rate_limit)
+            if exhausted is not None and not isinstance(exc, DatadogRateLimited):
+                # An error answer (a 404 while an event is indexed, a 403) still uses up the
+                # window: `Remaining: 0` holds for it as for a success.
+                info = exc.rate_limit
+                name = info.name if info is not None and info.name else operation
+                self._close_gate(operation, exhausted, f"rate limit {name} used up", "rate")
             if isinstance(exc, DatadogRateLimited):
                 name = exc.rate_limit.name if exc.rate_limit and exc.rate_limit.name else operation
                 current = self._gates.get(operation)
@@ -135,6 +147,26 @@ class ApiBook:
                     log = lambda: logger.warning(  # noqa: E731
                         "Datadog API unavailable for %s: %s; deliveries go out partial "
                         "and the API is asked again at most every %.0fs",
+                        operation, exc, cooldown_s,
+                    )  # fmt: skip
+            elif isinstance(exc, DatadogProtocolError):
+                # An answer the router cannot read (a body the client cannot deserialise, not
+                # a monitor, another 4xx): asking again at once would read the same, so it
+                # counts as an outage; logged once per cause, not per delivery.
+                self._close_gate(
+                    operation, cooldown_s, f"Datadog's answer could not be read ({exc})", "outage"
+                )
+                if operation not in self._outages:
+                    self._outages[operation] = (str(exc), self._wall())
+                cause = (operation, str(exc))
+                if cause not in self._logged_causes:
+                    if len(self._logged_causes) >= MAX_LOGGED_CAUSES:
+                        self._logged_causes.clear()
+                    self._logged_causes.add(cause)
+                    log = lambda: logger.warning(  # noqa: E731
+                        "Datadog answered %s with something the router cannot read: %s; "
+                        "deliveries go out without it and the API is asked again at most "
+                        "every %.0fs. Logged once per cause.",
                         operation, exc, cooldown_s,
                     )  # fmt: skip
             elif isinstance(exc, DatadogAuthError):

@@ -6,6 +6,9 @@ Policy, in the order it matters:
   (status `partial`, or `none` when nothing was read) instead of a delay or an exception.
 - A storm must not cost a read per notification: reads of one monitor are shared in-process
   (single flight, then a cache for `monitor_cache_ttl_s`) and across processes (Redis).
+- A storm over more monitors than the read pool serves within a budget must not snowball: a
+  read nobody waits for any more is dropped before it starts, and a delivery that could not
+  get its read within its budget anyway goes out at once instead of queueing one.
 - Datadog's rate limits are obeyed: after a 429, or an answer saying no calls remain, no call
   of that kind is made until the reset; a delivery waits for it only if its budget allows.
 - A failing API (5xx, timeout, refused) is asked again at most once per cooldown per kind;
@@ -17,9 +20,10 @@ Policy, in the order it matters:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,16 +39,18 @@ from router.enrich.api import (
     DatadogApiError,
     DatadogAuthError,
     DatadogNotFound,
+    DatadogProtocolError,
     DatadogRateLimited,
     DatadogUnavailable,
 )
-from router.enrich.book import ApiBook
-from router.enrich.cache import SharedMonitorCache, SingleFlight, TtlCache
+from router.enrich.book import ApiBook, Gate
+from router.enrich.cache import Backlog, ReadPool, SharedMonitorCache, SingleFlight, TtlCache
 from router.enrich.snapshot import (
     EventSnapshot,
     MonitorSnapshot,
     event_from_api,
     groups_as_notified,
+    is_id,
     monitor_from_api,
 )
 from router.keys import RouterKeys
@@ -66,9 +72,14 @@ EVENT_BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.
 # One HTTP request: a hung connection frees its thread after this; each delivery stops waiting
 # at its own budget earlier, and a late answer still fills the cache for the next ones.
 REQUEST_TIMEOUT_S = 10.0
-# Datadog reads in flight per process: each read serves every delivery of its monitor, so this
-# covers storms over many monitors while bounding threads and sockets.
+# Datadog reads in flight per process when the caller does not say: each read serves every
+# delivery of its monitor, so this covers storms over many monitors while bounding threads and
+# sockets. The worker passes its own concurrency: one read per delivery thread never queues.
 MAX_CONCURRENT_READS = 16
+# How long a process waits for the read another process holds the shared lease for before
+# reading Datadog itself: a healthy read lands within ~300 ms, and a leaseholder that died
+# must not hold every delivery of its monitor until its lease expires (request timeout + 1 s).
+SHARED_WAIT_S = 1.0
 # After a 5xx, a timeout or a refused connection, the next call of that kind waits this long:
 # a dead API costs one call per second, not one per delivery.
 UNAVAILABLE_COOLDOWN_S = 1.0
@@ -108,11 +119,22 @@ class _Failure:
     error: DatadogApiError | None = None
 
 
+class _Paused(Exception):
+    """A read reached the front of the pool while calls of its kind are paused (429, refused
+    keys, outage cooldown): it makes no call, and its callers decide as if they had seen the
+    pause before queueing it."""
+
+    def __init__(self, gate: Gate) -> None:
+        super().__init__(gate.reason)
+        self.gate = gate
+
+
 class Enricher:
     """Reads monitors and events from Datadog for notifications; thread-safe, bounded, shared.
 
     `coalesce=False` turns off every sharing of reads (single flight and both caches): the
-    benchmark's baseline, never what production wants.
+    benchmark's baseline, never what production wants. `max_concurrent_reads`: threads (and
+    HTTP connections) reading Datadog; the worker passes its `worker_concurrency`.
     """
 
     def __init__(
@@ -131,6 +153,7 @@ class Enricher:
         max_concurrent_reads: int = MAX_CONCURRENT_READS,
         unavailable_cooldown_s: float = UNAVAILABLE_COOLDOWN_S,
         auth_retry_s: float = AUTH_RETRY_S,
+        shared_wait_s: float = SHARED_WAIT_S,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
@@ -141,6 +164,7 @@ class Enricher:
         self._cooldown_s = unavailable_cooldown_s
         self._auth_retry_s = auth_retry_s
         self._request_timeout_s = request_timeout_s
+        self._shared_wait_s = min(shared_wait_s, request_timeout_s)
         self._book = ApiBook(clock, wall_clock)
         self._api: DatadogApi | None = None
         if settings.dd_api_key and settings.dd_app_key:
@@ -155,10 +179,12 @@ class Enricher:
                 "Datadog enrichment disabled: %s; deliveries carry only what notifications hold",
                 KEYS_MISSING,
             )
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrent_reads, thread_name_prefix="datadog-read"
-        )
-        self._flight: SingleFlight[Hashable, Any] = SingleFlight(self._executor)
+        self._pool = ReadPool(max_concurrent_reads, thread_name_prefix="datadog-read", clock=clock)
+        self._flight: SingleFlight[Hashable, Any] = SingleFlight(self._pool)
+        # Reads (by key) now waiting for another process's read of the same monitor, and what
+        # they wait for: a caller whose budget ends meanwhile says so, not "Datadog is slow".
+        self._lease_waits: dict[Hashable, str] = {}
+        self._lease_waits_lock = threading.Lock()
         self._monitors: TtlCache[str, MonitorSnapshot] = TtlCache(
             clock, max_entries=MAX_CACHE_ENTRIES
         )
@@ -224,7 +250,7 @@ class Enricher:
         }
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._api is not None:
             self._api.close()
 
@@ -244,11 +270,11 @@ class Enricher:
     def _enrich(self, api: DatadogApi, n: Notification, deadline: float) -> Enrichment:
         problems: list[str] = []
         monitor_id = n.monitor_id
-        if monitor_id is not None and not monitor_id.isdigit():
+        if monitor_id is not None and not is_id(monitor_id):
             problems.append(f"monitor id {monitor_id!r} is not a Datadog monitor id")
             monitor_id = None
         event_id = n.event_id
-        if event_id is not None and not event_id.isdigit():
+        if event_id is not None and not is_id(event_id):
             problems.append(f"event id {event_id!r} is not a numeric v1 event id")
             event_id = None
         # The event is read only for what the notification lacks (default payload, SNS).
@@ -273,7 +299,7 @@ class Enricher:
         elif needs_event and event_id is not None:
             # The monitor already says what a service needs: one try for the event's tags, in
             # parallel with the monitor read, and no waiting for Datadog to index it.
-            pending_event = self._start_event(api, event_id)
+            pending_event = self._start_event(api, event_id, deadline)
 
         monitor: MonitorSnapshot | None = None
         if monitor_id is not None:
@@ -332,10 +358,12 @@ class Enricher:
                 if found is None:
                     token = shared.lease(monitor_id)
                     # With the lease: the previous holder may have stored its read just now.
+                    # Without: wait a little for the holder's read, then read Datadog ourselves
+                    # (the holder may have died; its lease outlives it by the request timeout).
                     found = (
                         shared.get(monitor_id)
                         if token is not None
-                        else shared.wait_for(monitor_id, self._request_timeout_s)
+                        else self._wait_for_shared(shared, monitor_id)
                     )
                 if found is not None:
                     self._monitors.put(monitor_id, found[0], found[1])
@@ -367,6 +395,18 @@ class Enricher:
                 except redis.RedisError as exc:
                     self._redis_trouble(exc)
 
+    def _wait_for_shared(
+        self, shared: SharedMonitorCache, monitor_id: str
+    ) -> tuple[MonitorSnapshot, float] | None:
+        key = ("monitor", monitor_id)
+        with self._lease_waits_lock:
+            self._lease_waits[key] = f"monitor {monitor_id}"
+        try:
+            return shared.wait_for(monitor_id, self._shared_wait_s)
+        finally:
+            with self._lease_waits_lock:
+                self._lease_waits.pop(key, None)
+
     # ---- events ----------------------------------------------------------------------------
 
     def _event(self, api: DatadogApi, event_id: str, deadline: float) -> EventSnapshot | _Failure:
@@ -393,7 +433,7 @@ class Enricher:
             waited += delay
 
     def _start_event(
-        self, api: DatadogApi, event_id: str
+        self, api: DatadogApi, event_id: str, deadline: float
     ) -> Future[Any] | EventSnapshot | _Failure:
         if self._coalesce:
             cached = self._events.get(event_id)
@@ -401,19 +441,34 @@ class Enricher:
                 return cached
         gate = self._book.gate(GET_EVENT)
         if gate is not None:
-            wait_s = gate.until - self._clock()
-            return _Failure(f"event {event_id} not read: {gate.reason} for another {wait_s:.0f}s")
-        return self._submit(("event", event_id), lambda: self._load_event(api, event_id))
+            return self._event_paused(event_id, gate)
+        started = self._submit(
+            ("event", event_id), lambda: self._load_event(api, event_id), deadline
+        )
+        if isinstance(started, Backlog):
+            return _Failure(self._backed_up(GET_EVENT, started, deadline))
+        return started
+
+    def _event_paused(self, event_id: str, gate: Gate) -> _Failure:
+        wait_s = gate.until - self._clock()
+        return _Failure(f"event {event_id} not read: {gate.reason} for another {wait_s:.0f}s")
 
     def _finish_event(
         self, pending: Future[Any] | EventSnapshot | _Failure, event_id: str, deadline: float
     ) -> EventSnapshot | _Failure:
         if not isinstance(pending, Future):
             return pending
+        key = ("event", event_id)
         try:
             found = pending.result(timeout=max(0.0, deadline - self._clock()))
         except FutureTimeout:
-            return _Failure(f"Datadog did not answer {GET_EVENT} for event {event_id} in time")
+            problem = self._late(GET_EVENT, key, pending, f" for event {event_id}")
+            self._leave(key, pending)
+            return _Failure(problem)
+        except CancelledError:
+            return _Failure(_STOPPING)
+        except _Paused as paused:
+            return self._event_paused(event_id, paused.gate)
         except DatadogNotFound as exc:
             return _Failure(f"event {event_id} not yet readable ({_INDEXING})", exc)
         except DatadogApiError as exc:
@@ -470,12 +525,21 @@ class Enricher:
             if self._clock() >= deadline:
                 return failure
             attempts += 1
-            future = self._submit(key, load)
+            started = self._submit(key, load, deadline)
+            if isinstance(started, Backlog):
+                return _Failure(self._backed_up(operation, started, deadline), failure.error)
             try:
-                result: T = future.result(timeout=max(0.0, deadline - self._clock()))
+                result: T = started.result(timeout=max(0.0, deadline - self._clock()))
                 return result
             except FutureTimeout:
-                return _Failure(f"Datadog did not answer {operation} within the budget")
+                problem = self._late(operation, key, started)
+                self._leave(key, started)
+                return _Failure(problem, failure.error)
+            except CancelledError:
+                return _Failure(_STOPPING, failure.error)
+            except _Paused:
+                # Paused while it queued: decided at the top of the loop, as for a new read.
+                continue
             except DatadogRateLimited as exc:
                 # The book closed the gate; the loop waits for it if the budget allows.
                 failure = _Failure(_problem(exc), exc)
@@ -486,12 +550,64 @@ class Enricher:
                 return _Failure(_problem(exc), exc)
         return failure
 
-    def _submit(self, key: Hashable, load: Callable[[], T]) -> Future[Any]:
+    def _submit(
+        self, key: Hashable, load: Callable[[], T], deadline: float
+    ) -> Future[Any] | Backlog:
+        """Join the read of `key` in flight, or queue a new one unless the pool's backlog
+        already outlasts the budget (then the backlog, for the problem line)."""
+        refused: list[Backlog] = []
+
+        def admit() -> bool:
+            backlog = self._pool.backlog()
+            if backlog.queued and backlog.expected_wait_s > deadline - self._clock():
+                refused.append(backlog)
+                return False
+            return True
+
         if self._coalesce:
-            return self._flight.run(key, load)
-        return self._executor.submit(load)
+            future = self._flight.run(key, load, admit=admit)
+        else:
+            future = self._pool.submit(load) if admit() else None
+        return future if future is not None else refused[0]
+
+    def _leave(self, key: Hashable, future: Future[Any]) -> None:
+        """A caller gives up on `future`: a read that nobody waits for and that has not started
+        is cancelled, so that abandoned reads do not pile up ahead of wanted ones."""
+        if self._coalesce:
+            self._flight.leave(key, future)
+        else:
+            future.cancel()
+
+    def _backed_up(self, operation: str, backlog: Backlog, deadline: float) -> str:
+        left_s = max(0.0, deadline - self._clock())
+        return (
+            f"Datadog reads are backed up; sent without waiting ({operation}: "
+            f"{backlog.queued} reads queued, about {backlog.expected_wait_s:.1f}s to wait, "
+            f"{left_s:.1f}s left in the budget)"
+        )
+
+    def _late(self, operation: str, key: Hashable, future: Future[Any], what: str = "") -> str:
+        """What the read was doing when a caller's budget ended: the line says what happened."""
+        if not future.running() and not future.done():
+            return (
+                f"Datadog reads are backed up: {operation}{what} was still queued behind "
+                "other reads when the budget ended"
+            )
+        with self._lease_waits_lock:
+            awaited = self._lease_waits.get(key)
+        if awaited is not None:
+            return (
+                f"another router process was reading {awaited} and its result did not arrive "
+                "within the budget"
+            )
+        return f"Datadog did not answer {operation}{what} within the budget"
 
     def _call(self, operation: str, call: Callable[[], Any]) -> Any:
+        # Checked here, on the read pool right before the request: reads queued before a 429
+        # or refused keys must not make the calls the pause exists to prevent.
+        gate = self._book.gate(operation)
+        if gate is not None:
+            raise _Paused(gate)
         self._book.count(operation)
         try:
             answer = call()
@@ -515,6 +631,9 @@ class Enricher:
             )
 
 
+_STOPPING = "the Datadog read was cancelled: the router is stopping"
+
+
 def _not_found(monitor_id: str) -> str:
     return f"monitor {monitor_id} not found in Datadog"
 
@@ -526,6 +645,8 @@ def _problem(exc: DatadogApiError) -> str:
         return f"Datadog rate limit: {exc}"
     if isinstance(exc, DatadogUnavailable):
         return f"Datadog API unavailable: {exc}"
+    if isinstance(exc, DatadogProtocolError):
+        return f"Datadog's answer could not be read: {exc}"
     return str(exc)
 
 

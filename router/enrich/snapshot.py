@@ -1,12 +1,14 @@
 """What the router keeps of a monitor or event read: pure parsing, no network, no Redis.
 
-Ids stay strings from the first byte on: event ids exceed 2^53, so `id_str` wins over `id`
-and a number is turned into text only when it arrived as an exact integer.
+Ids stay strings from the first byte on: event ids exceed 2^53, so an event's `id_str` wins,
+then the id the router asked for, and only then the JSON number `id`; a number is turned into
+text only when it arrived as an exact integer.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -14,8 +16,15 @@ from typing import Any
 from router.model import STATUS_AFTER, MonitorGroup, Notification
 from router.parsing.datadog_text import monitor_id_from_text
 
+# A Datadog id as JSON text: ASCII digits only (str.isdigit() also accepts "²" and "٣").
+_DIGITS = re.compile(r"[0-9]+")
 # Timestamps at or above this are already milliseconds (2001-09-09 in ms; year 33658 in s).
 _MS_THRESHOLD = 10**12
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` is a Datadog monitor or event id: ASCII digits and nothing else."""
+    return _DIGITS.fullmatch(value) is not None
 
 
 def _id_text(value: Any) -> str | None:
@@ -24,7 +33,7 @@ def _id_text(value: Any) -> str | None:
         return None
     if isinstance(value, int):
         return str(value) if value >= 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_id(value.strip()):
         return value.strip()
     return None
 
@@ -184,7 +193,9 @@ def event_from_api(body: Mapping[str, Any], *, requested_id: str) -> EventSnapsh
     title = event.get("title")
     alert_type = event.get("alert_type")
     return EventSnapshot(
-        event_id=_id_text(event.get("id_str")) or _id_text(event.get("id")) or requested_id,
+        # Without `id_str`, the id asked for: Datadog has been recorded sending the JSON number
+        # `id` rounded to a double (...911562 as ...911000); the request's id is exact.
+        event_id=_id_text(event.get("id_str")) or requested_id or _id_text(event.get("id")) or "",
         title=title if isinstance(title, str) else None,
         tags=_tags(event.get("tags")),
         time_ms=_ms(event.get("date_happened")),
