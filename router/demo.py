@@ -151,8 +151,8 @@ class Demo:
         click.echo("   service: bank-charge 0001 closed")
         self.charge("0001")
         click.secho(
-            "Done. `router breakers list` and `router breakers history bank-charge 0001` "
-            "show the same from Redis.",
+            "Done. With REDIS_URL as `router dev` printed it, `router breakers list` and "
+            "`router breakers history bank-charge 0001` show the same from Redis.",
             bold=True,
         )
 

@@ -243,6 +243,7 @@ breaker-router is up.
   router web       {base}   (health {base}/readyz, metrics {base}/metrics)
   example service  {service_url}   (callback {service_url}/breaker/callback)
   inbound token    {token}
+  Redis            {env["REDIS_URL"]}   (for the CLI: export REDIS_URL={env["REDIS_URL"]})
 
 Try it, in another terminal:
   .venv/bin/router demo --router {base} --service {service_url} --stub {env["DD_API_HOST"]}
