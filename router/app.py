@@ -14,6 +14,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from router import __version__
+from router.allowlist import CallbackAllowList
 from router.config import Settings
 from router.errors import AuthError, ForbiddenError, PayloadError, QueueUnavailable
 from router.inbound import bp as inbound_bp
@@ -123,6 +124,10 @@ def create_app(
         sns_fetch_certificate or fetch_certificate_https
     )
     app.extensions["router.sns_confirm"] = sns_confirm or confirm_sns_subscription
+    # Optional on the web: when set, the 202 warns about URLs the workers will refuse.
+    app.extensions["router.allow"] = (
+        CallbackAllowList(settings.callback_allow) if settings.callback_allow else None
+    )
     app.register_blueprint(inbound_bp)
     _register_error_handlers(app)
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import secrets
 import sys
-from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 import redis
 
 from router.cli_breakers import breakers
+from router.cli_output import emit_json, when
 from router.config import DEFAULT_CALLBACK_KEYWORD, Settings
 from router.demo import demo
 from router.errors import ConfigError
@@ -41,16 +40,6 @@ def open_queue(settings: Settings) -> DeliveryQueue:
         RouterKeys(settings.key_prefix),
         retention_s=settings.delivery_retention_s,
     )
-
-
-def _when(ms: int | None) -> str:
-    if not ms:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,7 +96,7 @@ def lint_message_command(source: TextIO, keyword: str, as_json: bool) -> None:
     """Show which callback URLs a monitor message (FILE, or - for stdin) yields per transition."""
     report = lint_message(source.read(), keyword)
     if as_json:
-        _emit_json(report.to_dict())
+        emit_json(report.to_dict())
     else:
         width = max(len(t.transition) for t in report.transitions)
         for result in report.transitions:
@@ -160,7 +149,7 @@ def dlq_list(limit: int, as_json: bool) -> None:
         rows.append(
             {
                 "id": letter.delivery_id,
-                "dead_at": _when(letter.dead_at_ms),
+                "dead_at": when(letter.dead_at_ms),
                 "url": letter.url,
                 "attempts": len(delivery.attempts) if delivery else 0,
                 "monitor_id": delivery.notification.monitor_id if delivery else None,
@@ -169,7 +158,7 @@ def dlq_list(limit: int, as_json: bool) -> None:
             }
         )
     if as_json:
-        _emit_json({"total": queue.dead_count(), "dead_letters": rows})
+        emit_json({"total": queue.dead_count(), "dead_letters": rows})
         return
     if not rows:
         click.echo("No dead deliveries.")
@@ -192,14 +181,14 @@ def dlq_show(delivery_id: str, as_json: bool) -> None:
     """Show one delivery: its URL, notification, every attempt and why it died."""
     delivery = _load_dead(open_queue(load_settings()), delivery_id)
     if as_json:
-        _emit_json(delivery.to_dict())
+        emit_json(delivery.to_dict())
         return
     note = delivery.notification
     click.echo(f"delivery   {delivery.id}  ({delivery.status})")
     click.echo(f"url        {delivery.url}")
     if delivery.reason:
         click.echo(f"reason     {delivery.reason}")
-    click.echo(f"created    {_when(delivery.created_ms)}   replays {delivery.replays}")
+    click.echo(f"created    {when(delivery.created_ms)}   replays {delivery.replays}")
     click.echo(f"transition {note.transition} ({note.datadog_transition})")
     click.echo(f"monitor    {note.monitor_id or '-'}   event {note.event_id or '-'}")
     click.echo(f"title      {note.title}")
@@ -208,7 +197,7 @@ def dlq_show(delivery_id: str, as_json: bool) -> None:
     for attempt in delivery.attempts:
         outcome = attempt.get("status") or attempt.get("error")
         click.echo(
-            f"  #{attempt['n']:<3} {_when(attempt['at_ms'])}  {attempt['trigger']:<6} "
+            f"  #{attempt['n']:<3} {when(attempt['at_ms'])}  {attempt['trigger']:<6} "
             f"{attempt['outcome']:<9} {outcome}  ({attempt['duration_ms']} ms)"
         )
         if attempt.get("error") and attempt.get("status"):

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
-from datetime import UTC, datetime
 
 import click
 
+from router.cli_output import emit_json, when
 from router.client import Breakers, BreakerState
 from router.config import parse_duration
 from router.errors import ConfigError
 from router.keys import DEFAULT_BREAKER_PREFIX
-
-
-def _when(ms: int | None) -> str:
-    if not ms:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _open_breakers(redis_url: str | None, prefix: str) -> Breakers:
@@ -34,9 +27,9 @@ def _open_breakers(redis_url: str | None, prefix: str) -> Breakers:
 def _describe(state: BreakerState) -> str:
     detail = state.state.replace("_", " ")
     if state.state == "recovering" and state.ramp_share is not None:
-        detail += f" ({state.ramp_share:.0%} through, until {_when(state.ramp_ends_at_ms)})"
+        detail += f" ({state.ramp_share:.0%} through, until {when(state.ramp_ends_at_ms)})"
     if state.forced:
-        until = f" until {_when(state.expires_at_ms)}" if state.expires_at_ms else ""
+        until = f" until {when(state.expires_at_ms)}" if state.expires_at_ms else ""
         detail += f" by {state.forced_by}{until}; monitor says {state.monitor_state}"
     return detail
 
@@ -68,7 +61,7 @@ def list_breakers(redis_url: str | None, prefix: str, as_json: bool) -> None:
     """Every breaker with its state, reason and source."""
     states = _open_breakers(redis_url, prefix).list()
     if as_json:
-        click.echo(json.dumps([s.to_dict() for s in states], indent=2))
+        emit_json([s.to_dict() for s in states])
         return
     if not states:
         click.echo("No breakers yet: none has been written.")
@@ -76,7 +69,7 @@ def list_breakers(redis_url: str | None, prefix: str, as_json: bool) -> None:
     for state in states:
         target = state.name if state.key is None else f"{state.name} {state.key}"
         click.echo(f"{target:<28} {_describe(state)}")
-        click.echo(f"{'':<28} since {_when(state.since_ms)}: {state.reason} [{state.source}]")
+        click.echo(f"{'':<28} since {when(state.since_ms)}: {state.reason} [{state.source}]")
 
 
 @breakers.command()
@@ -92,14 +85,14 @@ def history(
     """The changes of one breaker, newest first."""
     entries = _open_breakers(redis_url, prefix).history(name, key, limit=limit)
     if as_json:
-        click.echo(json.dumps([vars(e) for e in entries], indent=2))
+        emit_json([vars(e) for e in entries])
         return
     if not entries:
         click.echo("No history for that breaker.")
     for entry in entries:
         who = entry.by or entry.source or "-"
         click.echo(
-            f"{_when(entry.time_ms)}  {entry.old_state:>13} -> {entry.new_state:<13} "
+            f"{when(entry.time_ms)}  {entry.old_state:>13} -> {entry.new_state:<13} "
             f"{entry.action:<15} {who}: {entry.reason}"
         )
 

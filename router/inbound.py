@@ -129,7 +129,7 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
         results = _enqueue_with_retry(queue(), notification)
     except redis.RedisError as exc:
         raise QueueUnavailable(f"the queue (Redis) is unavailable: {exc}") from exc
-    allow = CallbackAllowList(config.callback_allow) if config.callback_allow else None
+    allow: CallbackAllowList | None = current_app.extensions["router.allow"]
     deliveries = []
     for result in results:
         item: dict[str, Any] = {

@@ -273,12 +273,10 @@ class DeliveryQueue:
 
     def ack(self, claim: Claim) -> None:
         """Drop an entry that needs no work (its delivery was purged or is already final)."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(self.keys.stream, self.keys.group, claim.entry_id)
-        pipe.xdel(self.keys.stream, claim.entry_id)
-        pipe.execute()
+        self._finish(self.redis.pipeline(transaction=True), claim)
 
     def _finish(self, pipe: Any, claim: Claim) -> None:
+        """Acknowledge and delete the stream entry, with whatever `pipe` already holds."""
         pipe.xack(self.keys.stream, self.keys.group, claim.entry_id)
         pipe.xdel(self.keys.stream, claim.entry_id)
         pipe.execute()

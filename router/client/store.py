@@ -80,13 +80,13 @@ class Store:
             action,
             reason,
             source,
-            _version_arg(version),
+            _optional_int_arg(version),
             str(now_ms),
             str(ramp_ms),
             str(self.history_max),
             self.keys.channel,
             by,
-            "" if until_ms is None else str(until_ms),
+            _optional_int_arg(until_ms),
         ]
         keys = [self.keys.record(member), self.keys.history(member), self.keys.index]
         with translate_errors(f"{action} breaker {member}"):
@@ -111,7 +111,7 @@ class Store:
             self.keys.history_prefix,
             reason,
             source,
-            _version_arg(version),
+            _optional_int_arg(version),
             str(now_ms),
             str(ramp_ms),
             str(self.history_max),
@@ -121,7 +121,7 @@ class Store:
         ]
         for key, is_open, key_version in states:
             member = self.keys.member(name, key)
-            args += [member, "open" if is_open else "close", _version_arg(key_version)]
+            args += [member, "open" if is_open else "close", _optional_int_arg(key_version)]
         with translate_errors(f"apply a snapshot to breaker {name}"):
             reply = self._snapshot(keys=[self.keys.index], args=args)
         return [_result(item[0], item[1:]) for item in cast(list[list[Any]], reply)]
@@ -183,5 +183,6 @@ def _result(member: str, reply: Sequence[Any]) -> tuple[WriteResult, Record]:
     return result, record
 
 
-def _version_arg(version: int | None) -> str:
-    return "" if version is None else str(version)
+def _optional_int_arg(value: int | None) -> str:
+    """Lua gets strings: an absent version or expiry is the empty string."""
+    return "" if value is None else str(value)
