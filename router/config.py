@@ -30,7 +30,8 @@ SECRET_NAMES = (
 DEFAULT_RETRY_SCHEDULE = "5s,30s,2m,10m,30m,1h,2h"
 # Datadog gives up on a webhook request after 15 s; ours to services should be shorter still.
 DEFAULT_DELIVERY_TIMEOUT_S = 10.0
-# Must exceed the delivery timeout plus enrichment, or healthy in-flight work gets reclaimed.
+# Must exceed what can pass between two refreshes of a claim (see `claim_idle_floor`), or
+# healthy in-flight work gets reclaimed; a minute also bounds how long a dead worker's share waits.
 DEFAULT_CLAIM_IDLE_S = 60.0
 # Enough for a burst without letting one process open thousands of sockets.
 DEFAULT_WORKER_CONCURRENCY = 64
@@ -46,6 +47,12 @@ DEFAULT_RECONCILE_INTERVAL_S = 60.0
 DEFAULT_ENRICH_BUDGET_S = 3.0
 # Room for scheduling and Redis round trips on top of enrichment plus the request itself.
 CLAIM_IDLE_MARGIN_S = 1.0
+# Parked longer than this share of ROUTER_CLAIM_IDLE (its endpoint slowed down), a delivery goes
+# back to Redis well before another worker could think its holder died.
+SHED_PARKED_AFTER_CLAIM_IDLE = 1 / 3
+# How late the worker may notice a delivery parked too long: it looks every second, between
+# reads that block for up to half a second (`router.worker`; a test pins that they agree).
+PARKED_SHED_LATENCY_S = 1.5
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -74,6 +81,10 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{round(seconds * 1000)}ms"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3g}s"
 
 
 def _read_secret(env: Mapping[str, str], name: str) -> str | None:
@@ -236,16 +247,29 @@ class Settings:
                 "ROUTER_CALLBACK_ALLOW is not set: list the URL prefixes the router may call, "
                 "e.g. https://bank-charge.internal/breaker/"
             )
-        longest_attempt = self.delivery_timeout_s + self.enrich_budget_s + CLAIM_IDLE_MARGIN_S
-        if self.claim_idle_s <= longest_attempt:
+        floor = self.claim_idle_floor()
+        if self.claim_idle_s <= floor:
             raise ConfigError(
                 f"ROUTER_CLAIM_IDLE ({format_duration(self.claim_idle_s)}) must exceed "
-                f"ROUTER_DELIVERY_TIMEOUT ({format_duration(self.delivery_timeout_s)}) plus "
-                f"ROUTER_ENRICH_BUDGET ({format_duration(self.enrich_budget_s)}) plus "
-                f"{format_duration(CLAIM_IDLE_MARGIN_S)}, or deliveries still in flight would "
-                "be taken over and sent twice"
+                f"{_seconds(floor)}: once started, an attempt may take ROUTER_DELIVERY_TIMEOUT "
+                f"({format_duration(self.delivery_timeout_s)}) plus "
+                f"{format_duration(CLAIM_IDLE_MARGIN_S)}; before it starts, a delivery may "
+                f"spend ROUTER_ENRICH_BUDGET ({format_duration(self.enrich_budget_s)}) being "
+                "enriched and a third of ROUTER_CLAIM_IDLE waiting for its endpoint. Any "
+                "shorter and deliveries still in flight would be taken over and sent twice"
             )
         return self.signing_secret
+
+    def claim_idle_floor(self) -> float:
+        """The shortest safe ROUTER_CLAIM_IDLE: the longest a healthy worker leaves a claim
+        unrefreshed. A claim is refreshed when its attempt starts, so two stretches count:
+        claim to attempt (enrichment, then parking, which is itself a share of the claim idle
+        time) and the attempt itself (a deadline, connect to last byte)."""
+        before_attempt = (self.enrich_budget_s + PARKED_SHED_LATENCY_S + CLAIM_IDLE_MARGIN_S) / (
+            1 - SHED_PARKED_AFTER_CLAIM_IDLE
+        )
+        during_attempt = self.delivery_timeout_s + CLAIM_IDLE_MARGIN_S
+        return max(before_attempt, during_attempt)
 
 
 def _check_signing_secret(secret: str) -> None:

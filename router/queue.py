@@ -10,7 +10,10 @@ Layout (names in `router.keys.RouterKeys`):
 - a dead-letter stream with no TTL, from which a person replays.
 
 Every state change is one MULTI or Lua script, ordered so that a crash can only ever cause
-a duplicate attempt, never a lost delivery.
+a duplicate attempt, never a lost delivery. Whatever a worker does with a claim is applied only
+while the claim is still its own and the delivery not final (`_SETTLE`): a slow worker's late
+result is kept in the history and changes nothing else. `docs/operations.md` walks through
+each failure path.
 """
 
 from __future__ import annotations
@@ -63,13 +66,16 @@ end
 return #due
 """
 
+# A replay starts a fresh round: attempts and reclaims count from zero again (a delivery
+# parked as poison would otherwise be parked again at once), while id and history stay.
 _REPLAY = """
 -- KEYS[1]=record, KEYS[2]=stream, KEYS[3]=dead stream, KEYS[4]=stats; ARGV[1]=now_ms
 if redis.call('HGET', KEYS[1], 'status') ~= 'dead' then return 0 end
 local dead_entry = redis.call('HGET', KEYS[1], 'dead_entry')
 if dead_entry then redis.call('XDEL', KEYS[3], dead_entry) end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_ms', ARGV[1],
-  'round_start', redis.call('HGET', KEYS[1], 'attempt_count'), 'reason', '', 'dead_entry', '')
+  'round_start', redis.call('HGET', KEYS[1], 'attempt_count'), 'reclaims', '0', 'reason', '',
+  'dead_entry', '')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('PERSIST', KEYS[1])
 redis.call('XADD', KEYS[2], '*', 'id', redis.call('HGET', KEYS[1], 'id'))
@@ -77,21 +83,126 @@ redis.call('HINCRBY', KEYS[4], 'replayed', 1)
 return 1
 """
 
-
-_DEAD_LETTER = """
--- KEYS[1]=record, KEYS[2]=dead stream, KEYS[3]=stream, KEYS[4]=stats
--- ARGV[1]=delivery id, ARGV[2]=url, ARGV[3]=reason, ARGV[4]=now_ms, ARGV[5]=entry id,
--- ARGV[6]=attempts json, ARGV[7]=attempt count, ARGV[8]=consumer group
-local dead_entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'url', ARGV[2],
-  'reason', ARGV[3], 'at_ms', ARGV[4])
-redis.call('HSET', KEYS[1], 'status', 'dead', 'reason', ARGV[3], 'updated_ms', ARGV[4],
-  'attempts', ARGV[6], 'attempt_count', ARGV[7], 'next_attempt_ms', '', 'dead_entry', dead_entry)
-redis.call('PERSIST', KEYS[1])
-redis.call('HINCRBY', KEYS[4], 'dead', 1)
-redis.call('XACK', KEYS[3], ARGV[8], ARGV[5])
-redis.call('XDEL', KEYS[3], ARGV[5])
-return dead_entry
+# Checked and deleted in one step, so a replay landing in between cannot be lost.
+_PURGE = """
+-- KEYS[1]=record, KEYS[2]=dead stream
+if redis.call('HGET', KEYS[1], 'status') ~= 'dead' then return 0 end
+local dead_entry = redis.call('HGET', KEYS[1], 'dead_entry')
+if dead_entry and dead_entry ~= '' then redis.call('XDEL', KEYS[2], dead_entry) end
+redis.call('DEL', KEYS[1])
+return 1
 """
+
+# Counted only on records that exist: a count on a purged record would recreate it as a
+# half-record that can never be loaded.
+_COUNT_RECLAIMS = """
+-- KEYS = records of the reclaimed deliveries, then KEYS[#KEYS] = stats
+for i = 1, #KEYS - 1 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('HINCRBY', KEYS[i], 'reclaims', 1) end
+end
+redis.call('HINCRBY', KEYS[#KEYS], 'reclaimed', #KEYS - 1)
+"""
+
+# Shared by the scripts that act on a claim: is the entry still pending, and held by us?
+# A worker whose claim was taken over (it was too slow) or settled by another must not act.
+_HOLDS = """
+local function holds(stream, group, entry, consumer)
+  local pending = redis.call('XPENDING', stream, group, entry, entry, 1)
+  return pending[1] ~= nil and pending[1][2] == consumer
+end
+local function release(stream, group, entry)
+  redis.call('XACK', stream, group, entry)
+  redis.call('XDEL', stream, entry)
+end
+"""
+
+# Every consequence of a claim (delivered, retry, dead letter, deferral, nothing to do) is this
+# one script, so each checks atomically that the record exists, is not final, and that the
+# claim is still the current one. A late result is kept in the attempt history, nothing more.
+_SETTLE = (
+    _HOLDS
+    + """
+-- KEYS[1]=record, KEYS[2]=stream, KEYS[3]=delayed zset, KEYS[4]=dead stream, KEYS[5]=stats
+-- ARGV[1]=what (delivered|retrying|dead|defer|drop), ARGV[2]=entry id, ARGV[3]=consumer,
+-- ARGV[4]=group, ARGV[5]=now_ms, ARGV[6]=attempt json ('' = none), ARGV[7]=the same attempt
+-- marked late, ARGV[8]=due_ms, ARGV[9]=reason, ARGV[10]=retention_ms, ARGV[11]=delivery id
+local what, entry, consumer, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ours = holds(KEYS[2], group, entry, consumer)
+if redis.call('HEXISTS', KEYS[1], 'notification') == 0 then
+  -- Purged by a person, lost with Redis's data, or a half-record of an older version:
+  -- there is nothing left to deliver, so the entry is dropped, never retried for ever.
+  redis.call('DEL', KEYS[1])
+  if ours then release(KEYS[2], group, entry) end
+  redis.call('HINCRBY', KEYS[5], 'missing_records', 1)
+  return 'missing'
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+local final = status == 'delivered' or status == 'dead'
+
+local function append(attempt)
+  if attempt == '' then return end
+  local attempts = redis.call('HGET', KEYS[1], 'attempts') or '[]'
+  if attempts == '[]' then attempts = '[' .. attempt .. ']'
+  else attempts = string.sub(attempts, 1, -2) .. ',' .. attempt .. ']' end
+  redis.call('HSET', KEYS[1], 'attempts', attempts)
+  redis.call('HINCRBY', KEYS[1], 'attempt_count', 1)
+end
+
+if what == 'drop' or not ours or final then
+  if ARGV[6] ~= '' then
+    append(ARGV[7])
+    redis.call('HINCRBY', KEYS[5], 'late_results', 1)
+  end
+  -- An entry of ours for a delivery already final needs no work; one of another's is theirs.
+  if ours and (final or what == 'drop') then release(KEYS[2], group, entry) end
+  if what == 'drop' and ours then return 'done' end
+  return 'late'
+end
+
+append(ARGV[6])
+local now = ARGV[5]
+if what == 'delivered' then
+  redis.call('HSET', KEYS[1], 'status', 'delivered', 'updated_ms', now, 'next_attempt_ms', '')
+  redis.call('PEXPIRE', KEYS[1], ARGV[10])
+  redis.call('HINCRBY', KEYS[5], 'delivered', 1)
+elseif what == 'retrying' then
+  redis.call('HSET', KEYS[1], 'status', 'retrying', 'updated_ms', now, 'next_attempt_ms', ARGV[8])
+  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[11])
+  redis.call('HINCRBY', KEYS[5], 'retries_scheduled', 1)
+elseif what == 'defer' then
+  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[11])
+  redis.call('HINCRBY', KEYS[5], 'deferred', 1)
+elseif what == 'dead' then
+  local dead_entry = redis.call('XADD', KEYS[4], '*', 'id', ARGV[11],
+    'url', redis.call('HGET', KEYS[1], 'url'), 'reason', ARGV[9], 'at_ms', now)
+  redis.call('HSET', KEYS[1], 'status', 'dead', 'reason', ARGV[9], 'updated_ms', now,
+    'next_attempt_ms', '', 'dead_entry', dead_entry)
+  redis.call('PERSIST', KEYS[1])
+  redis.call('HINCRBY', KEYS[5], 'dead', 1)
+else
+  return redis.error_reply('unknown settle ' .. what)
+end
+release(KEYS[2], group, entry)
+return 'done'
+"""
+)
+
+# Before an attempt starts: still ours? Then reset the entry's idle time, so the time spent
+# enriching and waiting for the endpoint does not count towards ROUTER_CLAIM_IDLE.
+_REFRESH = (
+    _HOLDS
+    + """
+-- KEYS[1]=stream; ARGV[1]=group, ARGV[2]=consumer, ARGV[3]=entry id
+if not holds(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+)
+
+Settled = Literal["done", "late", "missing"]
+
+# Without these a record cannot be delivered: it reads as missing.
+_REQUIRED_FIELDS = ("id", "url", "notification", "status", "created_ms", "updated_ms")
 
 
 def delivery_id_for(dedup_key: str, url: str) -> str:
@@ -113,10 +224,14 @@ class Enqueued:
 
 @dataclass(frozen=True)
 class Claim:
-    """A stream entry a worker holds; it stays pending until acknowledged."""
+    """A stream entry a worker holds; it stays pending until acknowledged.
+
+    `consumer` is who holds it: a claim another worker took over is no longer current, and
+    nothing done under it changes the delivery (see `_SETTLE`)."""
 
     entry_id: str
     delivery_id: str
+    consumer: str
 
 
 @dataclass
@@ -140,7 +255,10 @@ class Delivery:
         return len(self.attempts) - self.round_start
 
     @classmethod
-    def from_hash(cls, data: dict[str, str]) -> Delivery:
+    def from_hash(cls, data: dict[str, str]) -> Delivery | None:
+        """The delivery, or None for a half-record (an older version could leave one)."""
+        if not all(data.get(name) for name in _REQUIRED_FIELDS):
+            return None
         return cls(
             id=data["id"],
             url=data["url"],
@@ -198,7 +316,10 @@ class DeliveryQueue:
         self._enqueue = client.register_script(_ENQUEUE)
         self._move_due = client.register_script(_MOVE_DUE)
         self._replay = client.register_script(_REPLAY)
-        self._dead_letter = client.register_script(_DEAD_LETTER)
+        self._purge = client.register_script(_PURGE)
+        self._count_reclaims = client.register_script(_COUNT_RECLAIMS)
+        self._settle = client.register_script(_SETTLE)
+        self._refresh = client.register_script(_REFRESH)
 
     # -- producer side -------------------------------------------------------------------
 
@@ -235,7 +356,7 @@ class DeliveryQueue:
             ),
         )
         return [
-            Claim(entry_id, fields["id"])
+            Claim(entry_id, fields["id"], consumer)
             for _stream, entries in response or []
             for entry_id, fields in entries
         ]
@@ -253,13 +374,10 @@ class DeliveryQueue:
         )
         next_cursor = str(answer[0])
         entries = cast(list[tuple[str, dict[str, str] | None]], answer[1])
-        claims = [Claim(entry_id, fields["id"]) for entry_id, fields in entries if fields]
+        claims = [Claim(entry_id, fields["id"], consumer) for entry_id, fields in entries if fields]
         if claims:
-            pipe = self.redis.pipeline(transaction=False)
-            for claim in claims:
-                pipe.hincrby(self.keys.delivery(claim.delivery_id), "reclaims", 1)
-            pipe.hincrby(self.keys.stats, "reclaimed", len(claims))
-            pipe.execute()
+            records = [self.keys.delivery(claim.delivery_id) for claim in claims]
+            self._count_reclaims(keys=[*records, self.keys.stats])
         return claims, next_cursor
 
     def move_due(self, batch: int = 100) -> int:
@@ -271,78 +389,83 @@ class DeliveryQueue:
         data = cast(dict[str, str], self.redis.hgetall(self.keys.delivery(delivery_id)))
         return Delivery.from_hash(data) if data else None
 
-    def ack(self, claim: Claim) -> None:
+    def refresh(self, claim: Claim) -> bool:
+        """Right before an attempt: False if the claim is no longer ours (do not send)."""
+        args = [self.keys.group, claim.consumer, claim.entry_id]
+        return bool(self._refresh(keys=[self.keys.stream], args=args))
+
+    def ack(self, claim: Claim) -> Settled:
         """Drop an entry that needs no work (its delivery was purged or is already final)."""
-        self._finish(self.redis.pipeline(transaction=True), claim)
+        return self._settle_claim("drop", claim, claim.delivery_id)
 
-    def _finish(self, pipe: Any, claim: Claim) -> None:
-        """Acknowledge and delete the stream entry, with whatever `pipe` already holds."""
-        pipe.xack(self.keys.stream, self.keys.group, claim.entry_id)
-        pipe.xdel(self.keys.stream, claim.entry_id)
-        pipe.execute()
+    def complete(
+        self, claim: Claim, delivery: Delivery, *, attempt: dict[str, Any] | None = None
+    ) -> Settled:
+        return self._settle_claim("delivered", claim, delivery.id, attempt=attempt)
 
-    def _record(
-        self, delivery: Delivery, status: Status, **extra: str | int
-    ) -> dict[Any, Any]:  # redis-py's mapping type is invariant in its key; any str works
-        now = self._clock()
-        delivery.status = status
-        delivery.updated_ms = now
-        return {
-            "status": status,
-            "updated_ms": now,
-            "attempts": json.dumps(delivery.attempts),
-            "attempt_count": len(delivery.attempts),
-            **extra,
-        }
+    def schedule_retry(
+        self,
+        claim: Claim,
+        delivery: Delivery,
+        due_ms: int,
+        *,
+        attempt: dict[str, Any] | None = None,
+    ) -> Settled:
+        return self._settle_claim("retrying", claim, delivery.id, attempt=attempt, due_ms=due_ms)
 
-    def complete(self, claim: Claim, delivery: Delivery) -> None:
-        key = self.keys.delivery(delivery.id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping=self._record(delivery, "delivered", next_attempt_ms=""))
-        pipe.pexpire(key, self.retention_ms)
-        pipe.hincrby(self.keys.stats, "delivered", 1)
-        self._finish(pipe, claim)
-
-    def schedule_retry(self, claim: Claim, delivery: Delivery, due_ms: int) -> None:
-        delivery.next_attempt_ms = due_ms
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            self.keys.delivery(delivery.id),
-            mapping=self._record(delivery, "retrying", next_attempt_ms=due_ms),
-        )
-        pipe.zadd(self.keys.delayed, {delivery.id: due_ms})
-        pipe.hincrby(self.keys.stats, "retries_scheduled", 1)
-        self._finish(pipe, claim)
-
-    def defer(self, claim: Claim, delivery_id: str, delay_ms: int) -> None:
+    def defer(self, claim: Claim, delivery_id: str, delay_ms: int) -> Settled:
         """Put an entry back for later without counting an attempt (e.g. endpoint busy)."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(self.keys.delayed, {delivery_id: self._clock() + delay_ms})
-        pipe.hincrby(self.keys.stats, "deferred", 1)
-        self._finish(pipe, claim)
+        due_ms = self._clock() + delay_ms
+        return self._settle_claim("defer", claim, delivery_id, due_ms=due_ms)
 
-    def dead_letter(self, claim: Claim, delivery: Delivery, reason: str) -> None:
+    def dead_letter(
+        self,
+        claim: Claim,
+        delivery: Delivery,
+        reason: str,
+        *,
+        attempt: dict[str, Any] | None = None,
+    ) -> Settled:
         """Park a delivery in the dead-letter stream (no TTL) until a person replays it."""
-        now = self._clock()
-        delivery.status, delivery.reason, delivery.updated_ms = "dead", reason, now
-        self._dead_letter(
-            keys=[
-                self.keys.delivery(delivery.id),
-                self.keys.dead,
-                self.keys.stream,
-                self.keys.stats,
-            ],
-            args=[
-                delivery.id,
-                delivery.url,
-                reason,
-                now,
-                claim.entry_id,
-                json.dumps(delivery.attempts),
-                len(delivery.attempts),
-                self.keys.group,
-            ],
-        )
+        return self._settle_claim("dead", claim, delivery.id, attempt=attempt, reason=reason)
+
+    def _settle_claim(
+        self,
+        what: str,
+        claim: Claim,
+        delivery_id: str,
+        *,
+        attempt: dict[str, Any] | None = None,
+        due_ms: int = 0,
+        reason: str = "",
+    ) -> Settled:
+        """What a claim led to, applied only if the claim is still current (see `_SETTLE`)."""
+        keys = [
+            self.keys.delivery(delivery_id),
+            self.keys.stream,
+            self.keys.delayed,
+            self.keys.dead,
+            self.keys.stats,
+        ]
+        encoded = late = ""
+        if attempt is not None:
+            encoded = json.dumps(attempt, separators=(",", ":"))
+            late = json.dumps({**attempt, "late": True}, separators=(",", ":"))
+        args: list[str | int] = [
+            what,
+            claim.entry_id,
+            claim.consumer,
+            self.keys.group,
+            self._clock(),
+            encoded,
+            late,
+            due_ms,
+            reason,
+            self.retention_ms,
+            delivery_id,
+        ]
+        outcome = self._settle(keys=keys, args=args)
+        return cast(Settled, outcome.decode() if isinstance(outcome, bytes) else outcome)
 
     # -- dead letters --------------------------------------------------------------------
 
@@ -374,19 +497,10 @@ class DeliveryQueue:
 
     def purge(self, delivery_ids: Iterable[str]) -> int:
         """Forget dead deliveries for good; returns how many were removed."""
-        removed = 0
-        for delivery_id in delivery_ids:
-            delivery = self.load(delivery_id)
-            if delivery is None or delivery.status != "dead":
-                continue
-            entry = self.redis.hget(self.keys.delivery(delivery_id), "dead_entry")
-            pipe = self.redis.pipeline(transaction=True)
-            if entry:
-                pipe.xdel(self.keys.dead, entry)
-            pipe.delete(self.keys.delivery(delivery_id))
-            pipe.execute()
-            removed += 1
-        return removed
+        return sum(
+            int(self._purge(keys=[self.keys.delivery(delivery_id), self.keys.dead]))
+            for delivery_id in delivery_ids
+        )
 
     # -- observation ---------------------------------------------------------------------
 

@@ -23,19 +23,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 
 from router.allowlist import CallbackAllowList
 from router.callback_body import build_callback_body
-from router.config import Settings, format_duration
+from router.config import SHED_PARKED_AFTER_CLAIM_IDLE, Settings, format_duration
 from router.delivery import AttemptResult, CallbackSender
 from router.endpoints import EndpointGate
 from router.enrich import Enricher
 from router.keys import RouterKeys
 from router.model import Enrichment, Notification
-from router.queue import Claim, Delivery, DeliveryQueue, now_ms
+from router.queue import Claim, Delivery, DeliveryQueue, Settled, now_ms
 from router.redis_conn import connect
 from router.retry import RetryPolicy
 
@@ -56,10 +57,22 @@ MAX_RECLAIMS = 5
 MAX_PARKED_WAIT_S = 2.0
 # Parked deliveries per worker slot: bounds what one process holds back from other workers.
 PARKED_PER_SLOT = 4
-# Parked longer than this share of ROUTER_CLAIM_IDLE (the endpoint slowed down), a delivery
-# goes back to Redis well before another worker could think its holder died.
-SHED_PARKED_AFTER_CLAIM_IDLE = 1 / 3
 SHED_INTERVAL_S = 1.0
+# A worker killed by SIGKILL leaves its entries behind; whichever worker beats next removes
+# them once they are this old, so neither hash grows with every deploy.
+_PRUNE_SILENT_WORKERS = """
+-- KEYS[1]=heartbeats, KEYS[2]=Datadog health; ARGV[1]=cutoff_ms
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do
+  if (tonumber(flat[i + 1]) or 0) < tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], flat[i])
+    redis.call('HDEL', KEYS[2], flat[i])
+  end
+end
+for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if redis.call('HEXISTS', KEYS[1], name) == 0 then redis.call('HDEL', KEYS[2], name) end
+end
+"""
 # Backoff while Redis is unreachable, so a restart storm does not hammer it.
 REDIS_BACKOFF_MAX_S = 5.0
 
@@ -122,6 +135,7 @@ class Worker:
             max_parked=settings.worker_concurrency * PARKED_PER_SLOT,
             max_wait_s=MAX_PARKED_WAIT_S,
         )
+        self._prune_silent = self.redis.register_script(_PRUNE_SILENT_WORKERS)
         self._executor = ThreadPoolExecutor(
             max_workers=settings.worker_concurrency, thread_name_prefix="deliver"
         )
@@ -211,6 +225,8 @@ class Worker:
             pipe.hset(self.queue.keys.enrichment_health, self.name, json.dumps(health, default=str))
             pipe.pexpire(self.queue.keys.enrichment_health, int(HEALTH_TTL_S * 1000))
         pipe.execute()
+        keys = [self.queue.keys.worker_heartbeats, self.queue.keys.enrichment_health]
+        self._prune_silent(keys=keys, args=[now_ms() - int(HEALTH_TTL_S * 1000)])
 
     def _back_off(self, current: float) -> float:
         delay = min(max(current * 2, 0.1), REDIS_BACKOFF_MAX_S)
@@ -319,7 +335,11 @@ class Worker:
         """The delivery to attempt, or None when this entry needed no attempt."""
         delivery = self.queue.load(claim.delivery_id)
         if delivery is None or delivery.status in ("delivered", "dead"):
-            self.queue.ack(claim)
+            if self.queue.ack(claim) == "missing":
+                log.warning(
+                    "delivery=%s has no record (purged, or Redis lost its data); dropped",
+                    claim.delivery_id,
+                )
             return None
         if delivery.reclaims > MAX_RECLAIMS:
             self._dead(
@@ -344,6 +364,10 @@ class Worker:
     def _attempt(self, ready: Ready) -> float:
         """One attempt and its consequence; returns how long the endpoint took, in seconds."""
         claim, delivery = ready.claim, ready.delivery
+        if not self.queue.refresh(claim):
+            # Taken over while it was enriched or parked: the new holder sends it, not us.
+            log.warning("delivery=%s was taken over by another worker; not sent", delivery.id)
+            return 0.0
         if delivery.attempts_this_round == 0:
             trigger = "replay" if delivery.replays else "first"
         else:
@@ -351,7 +375,8 @@ class Worker:
         body = build_callback_body(delivery.id, delivery.notification, ready.enrichment)
         result = self.sender.send(delivery.id, delivery.url, body)
         number = len(delivery.attempts) + 1
-        delivery.attempts.append(result.to_dict(number, trigger))
+        attempt = result.to_dict(number, trigger)
+        delivery.attempts.append(attempt)
         notification = delivery.notification
         log.info(
             "delivery=%s monitor=%s event=%s attempt=%d url=%s -> %s (%s) in %dms",
@@ -365,24 +390,41 @@ class Worker:
             result.duration_ms,
         )
         if result.outcome == "delivered":
-            self.queue.complete(claim, delivery)
+            settled = self.queue.complete(claim, delivery, attempt=attempt)
         elif result.outcome == "permanent":
-            self._dead(claim, delivery, f"permanent failure: {result.error}")
+            settled = self._dead(
+                claim, delivery, f"permanent failure: {result.error}", attempt=attempt
+            )
         else:
-            self._retry_or_give_up(claim, delivery, result)
+            settled = self._retry_or_give_up(claim, delivery, result, attempt)
+        if settled != "done":
+            log.warning(
+                "delivery=%s result arrived after another worker took it over or it ended (%s); "
+                "kept in its history only",
+                delivery.id,
+                settled,
+            )
         return result.duration_ms / 1000
 
-    def _retry_or_give_up(self, claim: Claim, delivery: Delivery, result: AttemptResult) -> None:
+    def _retry_or_give_up(
+        self, claim: Claim, delivery: Delivery, result: AttemptResult, attempt: dict[str, Any]
+    ) -> Settled:
         delay = self.policy.next_delay(delivery.attempts_this_round, result.retry_after_s)
         if delay is None:
-            self._dead(
-                claim,
-                delivery,
-                f"gave up after {delivery.attempts_this_round} attempts; last: {result.error}",
-            )
-            return
-        self.queue.schedule_retry(claim, delivery, now_ms() + int(delay * 1000))
+            reason = f"gave up after {delivery.attempts_this_round} attempts; last: {result.error}"
+            return self._dead(claim, delivery, reason, attempt=attempt)
+        due_ms = now_ms() + int(delay * 1000)
+        return self.queue.schedule_retry(claim, delivery, due_ms, attempt=attempt)
 
-    def _dead(self, claim: Claim, delivery: Delivery, reason: str) -> None:
-        log.warning("delivery=%s url=%s dead-lettered: %s", delivery.id, delivery.url, reason)
-        self.queue.dead_letter(claim, delivery, reason)
+    def _dead(
+        self,
+        claim: Claim,
+        delivery: Delivery,
+        reason: str,
+        *,
+        attempt: dict[str, Any] | None = None,
+    ) -> Settled:
+        settled = self.queue.dead_letter(claim, delivery, reason, attempt=attempt)
+        if settled == "done":
+            log.warning("delivery=%s url=%s dead-lettered: %s", delivery.id, delivery.url, reason)
+        return settled

@@ -90,19 +90,24 @@ def dead(
     assert claim.delivery_id == delivery_id
     delivery = queue.load(delivery_id)
     assert delivery is not None
-    for n, status in enumerate(statuses, start=1):
-        delivery.attempts.append(
-            {
-                "n": n,
-                "trigger": "first" if n == 1 else "retry",
-                "at_ms": 1_700_000_000_000 + n,
-                "duration_ms": 12 * n,
-                "status": status,
-                "error": f"HTTP {status}",
-                "outcome": "retry" if status >= 500 else "permanent",
-                "response": json.dumps({"status": status}),
-            }
-        )
+    attempts = [
+        {
+            "n": n,
+            "trigger": "first" if n == 1 else "retry",
+            "at_ms": 1_700_000_000_000 + n,
+            "duration_ms": 12 * n,
+            "status": status,
+            "error": f"HTTP {status}",
+            "outcome": "retry" if status >= 500 else "permanent",
+            "response": json.dumps({"status": status}),
+        }
+        for n, status in enumerate(statuses, start=1)
+    ]
+    # The attempts as the worker would have recorded them, one settle each.
+    queue.redis.hset(
+        queue.keys.delivery(delivery_id),
+        mapping={"attempts": json.dumps(attempts), "attempt_count": len(attempts)},
+    )
     queue.dead_letter(claim, delivery, reason)
     return delivery_id
 

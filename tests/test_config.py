@@ -494,17 +494,20 @@ def test_require_worker_returns_the_signing_secret():
 @pytest.mark.parametrize(
     ("claim_idle", "timeout", "budget", "ok"),
     [
-        ("60s", None, None, True),  # defaults: 60 > 10 + 3 + 1
-        ("15s", None, None, True),  # just over 10 + 3 + 1
-        ("14s", None, None, False),  # equal is not enough
+        ("60s", None, None, True),  # defaults: 60 > max(10 + 1, 1.5 * (3 + 1.5 + 1))
+        ("12s", None, None, True),  # the attempt bounds it: 12 > 10 + 1
+        ("11s", None, None, False),  # equal is not enough
         ("10s", None, None, False),
-        ("30s", "20s", "9s", False),  # 30 = 20 + 9 + 1
-        ("31s", "20s", "9s", True),
-        ("2s", "500ms", "250ms", True),
-        ("1750ms", "500ms", "250ms", False),
+        ("21s", "20s", "9s", False),  # 21 = 20 + 1
+        ("22s", "20s", "9s", True),
+        # Enrichment plus parking bound it: 1.5 * (9 + 1.5 + 1) = 17.25 > 1 + 1.
+        ("17s", "1s", "9s", False),
+        ("18s", "1s", "9s", True),
+        ("5s", "2s", "500ms", True),  # 1.5 * (0.5 + 2.5) = 4.5
+        ("4s", "2s", "500ms", False),
     ],
 )
-def test_require_worker_checks_claim_idle_against_timeout_and_enrich_budget(
+def test_require_worker_checks_claim_idle_against_everything_before_a_refresh(
     claim_idle, timeout, budget, ok
 ):
     env = dict(WORKER_ENV, ROUTER_CLAIM_IDLE=claim_idle)
@@ -520,6 +523,13 @@ def test_require_worker_checks_claim_idle_against_timeout_and_enrich_budget(
         settings.require_worker()
     message = str(caught.value)
     assert message.startswith(f"ROUTER_CLAIM_IDLE ({claim_idle}) must exceed ")
-    assert f"ROUTER_DELIVERY_TIMEOUT ({timeout or '10s'})" in message
-    assert f"ROUTER_ENRICH_BUDGET ({budget or '3s'}) plus 1s" in message
-    assert "sent twice" in message
+    assert f"ROUTER_DELIVERY_TIMEOUT ({timeout or '10s'}) plus 1s" in message
+    assert f"ROUTER_ENRICH_BUDGET ({budget or '3s'})" in message
+    assert "waiting for its endpoint" in message and "sent twice" in message
+
+
+def test_the_claim_idle_check_knows_how_late_the_worker_sheds_parked_deliveries():
+    from router.config import PARKED_SHED_LATENCY_S
+    from router.worker import READ_BLOCK_MS, SHED_INTERVAL_S
+
+    assert PARKED_SHED_LATENCY_S >= SHED_INTERVAL_S + READ_BLOCK_MS / 1000

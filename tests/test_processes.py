@@ -31,11 +31,11 @@ from tests.support import (
 )
 
 AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
-# Short timings so a reclaim happens within seconds: claim idle > delivery timeout + enrichment.
+# Short timings so a reclaim happens within seconds (the shortest ROUTER_CLAIM_IDLE allows).
 FAST_RECLAIM = {
     "ROUTER_DELIVERY_TIMEOUT": "2s",
     "ROUTER_ENRICH_BUDGET": "500ms",
-    "ROUTER_CLAIM_IDLE": "4s",
+    "ROUTER_CLAIM_IDLE": "5s",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -240,3 +241,68 @@ def test_stopping_finishes_the_attempt_in_flight_and_hands_back_the_rest(
         redis.hget(key, "status") for key in redis.scan_iter(f"{key_prefix}:delivery:*")
     )
     assert statuses == ["delivered", "queued", "queued"]
+
+
+def test_a_replayed_poison_delivery_is_sent(redis_url, redis, key_prefix):
+    with running_receiver() as receiver:
+        queue, delivery_id = enqueue(redis, key_prefix, f"{receiver.url}/cb")
+        queue.ensure_group()
+        queue.read("w0", count=1, block_ms=10)
+        for n in range(1, 7):  # six workers died holding it
+            queue.reclaim(f"w{n}", min_idle_ms=0, count=1)
+        with running_worker(
+            redis_url,
+            key_prefix,
+            receiver,
+            ROUTER_CLAIM_IDLE="5s",
+            ROUTER_DELIVERY_TIMEOUT="1s",
+            ROUTER_ENRICH_BUDGET="500ms",
+        ):
+            wait_for(
+                lambda: queue.load(delivery_id).status == "dead", timeout=20, what="poison parked"
+            )
+            assert "a worker stopped" in queue.load(delivery_id).reason
+            assert receiver.requests == []
+            assert queue.replay(delivery_id)  # a person looked and replays it
+            wait_for(lambda: queue.load(delivery_id).status == "delivered", what="delivered")
+        assert [r.headers["webhook-id"] for r in receiver.requests] == [delivery_id]
+        assert queue.load(delivery_id).attempts[-1]["trigger"] == "replay"
+
+
+def test_an_entry_whose_record_is_a_half_record_is_dropped_not_retried_for_ever(
+    redis_url, redis, key_prefix
+):
+    with running_receiver() as receiver:
+        queue, delivery_id = enqueue(redis, key_prefix, f"{receiver.url}/cb")
+        queue.ensure_group()
+        # What an older version's reclaim left after a purge: a hash with a counter only.
+        redis.delete(queue.keys.delivery(delivery_id))
+        redis.hset(queue.keys.delivery(delivery_id), "reclaims", 2)
+        with running_worker(redis_url, key_prefix, receiver):
+            wait_for(lambda: queue.stats().get("missing_records") == 1, what="counted missing")
+            wait_for(lambda: queue.depths()["in_flight"] == 0, what="the entry acknowledged")
+        assert not redis.exists(queue.keys.delivery(delivery_id))
+        assert queue.depths() == {"ready": 0, "in_flight": 0, "delayed": 0, "dead": 0}
+        assert receiver.requests == []
+
+
+def test_a_dead_workers_heartbeat_and_health_are_pruned(redis_url, redis, key_prefix):
+    keys = RouterKeys(key_prefix)
+    long_ago = now_ms() - 3_600_000
+    redis.hset(keys.worker_heartbeats, "killed-worker", long_ago)
+    redis.hset(
+        keys.enrichment_health,
+        "killed-worker",
+        json.dumps({"worker": "killed-worker", "at_ms": long_ago, "ok": False}),
+    )
+    with running_worker(
+        redis_url, key_prefix, ROUTER_CALLBACK_ALLOW="http://127.0.0.1:1/"
+    ) as worker:
+        wait_for(
+            lambda: redis.hkeys(keys.worker_heartbeats) == [worker.name],
+            what="only the live worker's heartbeat",
+        )
+        wait_for(
+            lambda: redis.hkeys(keys.enrichment_health) == [worker.name],
+            what="only the live worker's Datadog health",
+        )
