@@ -27,6 +27,7 @@ from router.errors import ConfigError
 from router.keys import RouterKeys
 from router.model import Enrichment, Notification
 from tests.conftest import free_port
+from tests.support import wait_for
 
 MONITOR_ID = "42"
 EVENT_ID = "6327818702635911562"  # above 2^53: a float would turn it into ...911000
@@ -540,7 +541,8 @@ def test_abandoned_reads_do_not_hold_up_later_ones(settings: Settings, stub: Stu
     stub.add_fault("/api/v1/monitor/", sleep_s=0.5, times=None)
     with Enricher(settings, max_concurrent_reads=1) as enricher, ThreadPoolExecutor(1) as bg:
         first = bg.submit(enricher.enrich, notification(), budget_s=3)
-        time.sleep(0.1)  # its read is running now
+        # Its read is running now: the stub counts a request when it arrives.
+        wait_for(lambda: stub.calls_to(f"/api/v1/monitor/{MONITOR_ID}") == 1, what="the read")
         given_up = deliver_all(enricher, range(43, 47), budget_s=0.2)
         assert first.result().status == "complete"
         fresh, elapsed = timed(enricher, notification(monitor_id="47"), budget_s=1.5)
@@ -564,7 +566,8 @@ def test_a_read_that_could_not_start_within_the_budget_is_not_queued(
         # Six more monitors at once: two reads run, four queue (0.8 s before a new one starts).
         storm = [bg.submit(enricher.enrich, notification(monitor_id=str(i)), budget_s=3)
                  for i in range(43, 49)]  # fmt: skip
-        time.sleep(0.1)
+        # Two of them are at Datadog (the stub counts on arrival), four wait behind them.
+        wait_for(lambda: stub.calls_under("/api/v1/monitor/") == 3, what="two running reads")
         result, elapsed = timed(enricher, notification(monitor_id="49"), budget_s=0.5)
         assert {f.result().status for f in storm} == {"complete"}
     assert result.status == "none"
