@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -104,18 +105,25 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_receiver() -> Iterator[Receiver]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    receiver = Receiver(server)
-    server.RequestHandlerClass = _handler(receiver)
+def _serving(server: ThreadingHTTPServer) -> Iterator[None]:
+    """Serve on a daemon thread until the block ends."""
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield receiver
+        yield
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def running_receiver() -> Iterator[Receiver]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    receiver = Receiver(server)
+    server.RequestHandlerClass = _handler(receiver)
+    with _serving(server):
+        yield receiver
 
 
 def router_env(redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
@@ -166,3 +174,85 @@ def wait_http(url: str, *, timeout: float = 15.0) -> None:
             return False
 
     wait_for(up, timeout=timeout, what=f"{url} to answer")
+
+
+# How a trickling receiver answers one request: the whole answer one byte at a time from its
+# status line, or the status line and headers at once and then the body one byte at a time.
+TrickleMode = Literal["headers", "body"]
+TRICKLED_BODY = b"x" * 100  # shorter than the excerpt cap, so only a deadline can end the read
+
+
+@dataclass
+class TricklingReceiver:
+    """A callback that trickles its first answers byte by byte, then answers 200 at once."""
+
+    server: ThreadingHTTPServer
+    script: list[TrickleMode] = field(default_factory=list)
+    interval_s: float = 0.25
+    body_status: int = 500  # the status of a "body" trickle
+    requests: list[Received] = field(default_factory=list)
+    # Statuses of the answers sent completely; an abandoned trickle never gets here.
+    completed: list[int] = field(default_factory=list)
+    stopped: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+def _head(status: int, body: bytes) -> bytes:
+    return (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: text/plain\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode()
+
+
+def _trickling_handler(receiver: TricklingReceiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with receiver.lock:
+                receiver.requests.append(Received(self.path, headers, body, time.time()))
+                mode = receiver.script.pop(0) if receiver.script else None
+            self.close_connection = True
+            # What goes out at once and what goes out one byte per interval.
+            if mode is None:
+                status, fast, slow = 200, _head(200, b"ok") + b"ok", b""
+            elif mode == "headers":
+                status, fast = 503, b""
+                slow = _head(503, b"busy") + b"busy"
+            else:
+                status, slow = receiver.body_status, TRICKLED_BODY
+                fast = _head(status, TRICKLED_BODY)
+            try:
+                self.wfile.write(fast)
+                for index in range(len(slow)):
+                    if receiver.stopped.wait(receiver.interval_s):
+                        return
+                    self.wfile.write(slow[index : index + 1])
+            except OSError:
+                return  # the client gave up on the answer: exactly what a deadline does
+            with receiver.lock:
+                receiver.completed.append(status)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def trickling_receiver(
+    script: list[TrickleMode], *, interval_s: float = 0.25, body_status: int = 500
+) -> Iterator[TricklingReceiver]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    receiver = TricklingReceiver(server, list(script), interval_s, body_status)
+    server.RequestHandlerClass = _trickling_handler(receiver)
+    with _serving(server):
+        try:
+            yield receiver
+        finally:
+            receiver.stopped.set()  # ends any trickle still going, so shutdown need not wait

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,7 +19,13 @@ from router.delivery import (
     classify_status,
 )
 from tests.conftest import free_port
-from tests.support import SIGNING_SECRET, Receiver, running_receiver
+from tests.support import (
+    SIGNING_SECRET,
+    Receiver,
+    running_receiver,
+    trickling_receiver,
+    wait_for,
+)
 
 DELIVERY_ID = "dlv_0123456789abcdefghijklmnop"
 PAYLOAD = {
@@ -218,7 +226,7 @@ def test_the_response_excerpt_is_capped(body, excerpt):
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, text=body)
 
-    client = httpx.Client(transport=httpx.MockTransport(answer))
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
     sender = CallbackSender(SIGNING_SECRET, timeout_s=1, client=client)
     try:
         result = sender.send(DELIVERY_ID, "https://svc.internal/cb", PAYLOAD)
@@ -250,6 +258,66 @@ def test_a_timeout_is_retried(sender):
     assert result.status is None
     assert result.error is not None and result.error.startswith("timeout: ")
     assert 250 <= result.duration_ms < 950  # gave up at the 0.3 s timeout, not at the answer
+
+
+def test_trickling_headers_end_the_attempt_at_its_deadline():
+    # One byte every 0.25 s never trips a 1 s per-read timeout: only a deadline for the whole
+    # attempt ends it, before the answer is complete.
+    sender = CallbackSender(SIGNING_SECRET, timeout_s=1)
+    try:
+        with trickling_receiver(["headers"]) as receiver:
+            started = time.monotonic()
+            result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+            waited = time.monotonic() - started
+            assert receiver.completed == []  # the answer was still trickling
+    finally:
+        sender.close()
+    assert len(receiver.requests) == 1
+    assert (result.outcome, result.status) == ("retry", None)
+    assert result.error == "timeout: attempt exceeded 1s deadline"
+    assert 900 <= result.duration_ms < 2000
+    assert waited < 2.0
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(500, "retry"), (404, "permanent")])
+def test_a_trickling_body_is_cut_at_the_deadline_and_its_status_kept(status, outcome):
+    # The status arrived in time and decides the outcome; only the excerpt read is cut short.
+    sender = CallbackSender(SIGNING_SECRET, timeout_s=1)
+    try:
+        with trickling_receiver(["body"], body_status=status) as receiver:
+            started = time.monotonic()
+            result = sender.send(DELIVERY_ID, receiver.url + "/cb", PAYLOAD)
+            waited = time.monotonic() - started
+            assert receiver.completed == []
+    finally:
+        sender.close()
+    assert (result.outcome, result.status) == (outcome, status)
+    assert result.error == f"HTTP {status}; answer cut off: attempt exceeded 1s deadline"
+    assert result.response_excerpt is not None
+    assert 0 < len(result.response_excerpt) < 10  # what arrived before the deadline
+    assert set(result.response_excerpt) == {"x"}
+    assert 900 <= result.duration_ms < 2000
+    assert waited < 2.0
+
+
+def test_close_ends_an_attempt_in_flight_and_stops_the_sender():
+    sender = CallbackSender(SIGNING_SECRET, timeout_s=30)
+    results: list[AttemptResult] = []
+    with trickling_receiver(["headers"]) as receiver:
+        url = receiver.url + "/cb"
+        attempt = threading.Thread(target=lambda: results.append(sender.send("d", url, PAYLOAD)))
+        attempt.start()
+        wait_for(lambda: receiver.requests, timeout=5, what="the attempt to reach the receiver")
+        sender.close()
+        attempt.join(timeout=5)
+        assert not attempt.is_alive()  # the attempt did not wait out its 30 s
+    [result] = results
+    assert result.outcome == "retry"
+    assert result.error == "sender closed during the attempt"
+    assert not [t for t in threading.enumerate() if t.name == "callback-sender"]
+    sender.close()  # twice is harmless
+    with pytest.raises(RuntimeError, match="closed"):
+        sender.send(DELIVERY_ID, url, PAYLOAD)
 
 
 def test_an_invalid_url_is_permanent(sender):

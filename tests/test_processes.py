@@ -16,7 +16,8 @@ import redis as redis_lib
 from standardwebhooks.webhooks import Webhook
 
 from router.devserver import web_command
-from router.queue import now_ms
+from router.keys import RouterKeys
+from router.queue import DeliveryQueue, now_ms
 from tests.conftest import free_port
 from tests.payloads import custom_payload
 from tests.support import (
@@ -26,11 +27,19 @@ from tests.support import (
     router_command,
     router_env,
     running_receiver,
+    trickling_receiver,
     wait_for,
     wait_http,
 )
 
 AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
+# A 1 s deadline against an endpoint trickling a byte every 0.25 s (no read ever times out);
+# a claim idle far beyond it, so nothing but the deadline can end the first attempt.
+TRICKLE_DEADLINE = {
+    "ROUTER_DELIVERY_TIMEOUT": "1s",
+    "ROUTER_CLAIM_IDLE": "30s",
+    "ROUTER_RETRY_SCHEDULE": "1s",
+}
 # Short timings so a reclaim happens within seconds (the shortest ROUTER_CLAIM_IDLE allows).
 FAST_RECLAIM = {
     "ROUTER_DELIVERY_TIMEOUT": "2s",
@@ -181,3 +190,67 @@ def test_redis_outage_is_503_and_service_resumes_without_restart(key_prefix, tmp
                 assert again.status_code == 202, again.text
                 # The restarted Redis kept nothing: the worker recreates its group itself.
                 wait_for(lambda: len(receiver.requests) == 2, timeout=20, what="2nd callback")
+
+
+def test_a_trickling_callback_is_cut_at_the_deadline_then_delivered_once(
+    redis_url, key_prefix, tmp_path
+):
+    with trickling_receiver(["headers"]) as receiver:
+        env = router_env(
+            redis_url, key_prefix, ROUTER_CALLBACK_ALLOW=receiver.url, **TRICKLE_DEADLINE
+        )
+        queue = DeliveryQueue(
+            redis_lib.Redis.from_url(redis_url, decode_responses=True),
+            RouterKeys(key_prefix),
+            retention_s=60,
+        )
+        with (
+            web(env, tmp_path) as base,
+            process(router_command("worker"), env, log_path=tmp_path / "worker.log"),
+        ):
+            response = post_alert(base, f"{receiver.url}/breaker/callback")
+            assert response.status_code == 202, response.text
+            [queued] = response.json()["deliveries"]
+            wait_for(
+                lambda: queue.load(queued["id"]).status == "delivered",
+                timeout=20,
+                what="the retry to deliver",
+            )
+        delivery = queue.load(queued["id"])
+        first, second = delivery.attempts
+        assert (first["outcome"], first["error"]) == (
+            "retry",
+            "timeout: attempt exceeded 1s deadline",
+        )
+        assert first["duration_ms"] < 2000  # the trickle would have taken ~25 s
+        assert (second["outcome"], second["status"]) == ("delivered", 200)
+        assert receiver.completed == [200]  # one 2xx: the trickled answer never completed
+        assert [r.headers["webhook-id"] for r in receiver.requests] == [queued["id"]] * 2
+
+
+def test_sigterm_does_not_wait_for_a_trickling_callback(redis_url, key_prefix, tmp_path):
+    with trickling_receiver(["headers"]) as receiver:
+        env = router_env(
+            redis_url, key_prefix, ROUTER_CALLBACK_ALLOW=receiver.url, **TRICKLE_DEADLINE
+        )
+        with (
+            web(env, tmp_path) as base,
+            process(router_command("worker"), env, log_path=tmp_path / "worker.log") as worker,
+        ):
+            response = post_alert(base, f"{receiver.url}/cb")
+            [queued] = response.json()["deliveries"]
+            wait_for(lambda: receiver.requests, timeout=15, what="the attempt")
+            worker.send_signal(signal.SIGTERM)
+            # The drain waits for the attempt, which its deadline ends within a second.
+            assert worker.wait(timeout=5) == 0
+        queue = DeliveryQueue(
+            redis_lib.Redis.from_url(redis_url, decode_responses=True),
+            RouterKeys(key_prefix),
+            retention_s=60,
+        )
+        [attempt] = queue.load(queued["id"]).attempts
+        assert (attempt["outcome"], attempt["error"]) == (
+            "retry",
+            "timeout: attempt exceeded 1s deadline",
+        )
+        assert receiver.completed == []
