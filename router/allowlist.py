@@ -2,6 +2,9 @@
 
 A plain string prefix would let `https://svc.internal` admit `https://svc.internal.evil.com`,
 so entries are compared by parts: same scheme, host and port, and a path under the entry's.
+A path that some server could read as another path (dot segments, backslashes, `;`
+parameters, encoded slashes, once or twice percent-encoded) is refused before any prefix is
+compared, and so is a URL that carries credentials.
 """
 
 from __future__ import annotations
@@ -9,7 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from router.parsing.callbacks import mask_credentials
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# A server or proxy may decode a path more than once; two decodings cover every one seen in
+# path-traversal advisories, and a path still changing after that is refused outright.
+_MAX_DECODINGS = 2
+_NOT_UNDER = "is not under any ROUTER_CALLBACK_ALLOW prefix"
 
 
 def _port(parts: SplitResult) -> int | None:
@@ -22,9 +31,27 @@ def _port(parts: SplitResult) -> int | None:
     return port if port > 0 else None
 
 
-def _has_dot_segments(path: str) -> bool:
-    # HTTP clients resolve `/breaker/../admin` to `/admin`: such a path could escape the prefix.
-    return any(segment in (".", "..") for segment in unquote(path).split("/"))
+def _path_problem(path: str) -> str | None:
+    """Why a server could read `path` as a path outside the prefix it is compared with."""
+    readings = [path]
+    for _ in range(_MAX_DECODINGS):
+        readings.append(unquote(readings[-1]))
+    if readings[-1] != unquote(readings[-1]):
+        return f"its path is percent-encoded more than {_MAX_DECODINGS} times"
+    slashes = path.count("/")
+    for reading in readings:
+        if "\\" in reading:
+            # IIS and WHATWG URL parsers (many proxies) read a backslash as `/`.
+            return "its path contains a backslash, which some servers read as /"
+        if ";" in reading:
+            # Tomcat and Spring drop `;...` parameters: `/breaker/..;/admin` is `/admin` there.
+            return 'its path contains ";", which some servers read as a path parameter'
+        if reading.count("/") != slashes:
+            return "its path contains an encoded slash (%2F), which some servers decode"
+        # HTTP clients resolve `/breaker/../admin` to `/admin`: it could escape the prefix.
+        if any(segment in (".", "..") for segment in reading.split("/")):
+            return "its path contains a dot segment (. or .., perhaps percent-encoded)"
+    return None
 
 
 def _path_under(path: str, prefix_path: str) -> bool:
@@ -40,17 +67,34 @@ class CallbackAllowList:
     prefixes: tuple[str, ...]
 
     def allows(self, url: str) -> bool:
+        return self._problem(url) is None
+
+    def refusal(self, url: str) -> str:
+        """Why a URL is refused, for the dead-letter reason and the 202 answer."""
+        shown = mask_credentials(url)
+        problem = self._problem(url) or _NOT_UNDER
+        if problem is _NOT_UNDER:
+            return (
+                f"callback URL {shown} {_NOT_UNDER} "
+                f"({', '.join(self.prefixes) or 'none set'}); no request was made"
+            )
+        return f"callback URL {shown} is refused: {problem}; no request was made"
+
+    def _problem(self, url: str) -> str | None:
         try:
             parts = urlsplit(url)
             hostname = parts.hostname
         except ValueError:  # e.g. an unbalanced IPv6 bracket
-            return False
+            return _NOT_UNDER
         scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS or not hostname:
-            return False
         port = _port(parts)
-        if port is None or _has_dot_segments(parts.path):
-            return False
+        if scheme not in _DEFAULT_PORTS or not hostname or port is None:
+            return _NOT_UNDER
+        if "@" in parts.netloc:
+            return "it carries credentials (user:password@), which the router never sends"
+        path_problem = _path_problem(parts.path)
+        if path_problem:
+            return path_problem
         for prefix in self.prefixes:
             allowed = urlsplit(prefix)
             if (
@@ -59,12 +103,5 @@ class CallbackAllowList:
                 and _port(allowed) == port
                 and _path_under(parts.path or "/", allowed.path)
             ):
-                return True
-        return False
-
-    def refusal(self, url: str) -> str:
-        """Why a URL is refused, for the dead-letter reason and the 202 answer."""
-        return (
-            f"callback URL {url} is not under any ROUTER_CALLBACK_ALLOW prefix "
-            f"({', '.join(self.prefixes) or 'none set'}); no request was made"
-        )
+                return None
+        return _NOT_UNDER

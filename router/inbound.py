@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from contextlib import suppress
@@ -21,7 +22,7 @@ from router.auth import check_token
 from router.config import Settings
 from router.errors import ForbiddenError, PayloadError, QueueUnavailable
 from router.model import Notification
-from router.parsing.callbacks import find_callback_problems
+from router.parsing.callbacks import describe_problems, mask_credentials, scan_callback_lines
 from router.parsing.datadog import parse_datadog_webhook
 from router.parsing.jsonbody import parse_json_object
 from router.parsing.sns import (
@@ -102,20 +103,37 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
             f"{MAX_CALLBACK_URLS} are accepted per notification",
             status=422,
         )
+    lines = scan_callback_lines(notification.message, config.callback_keyword)
+    problems = describe_problems(lines)
+    if not notification.callback_urls and any(line.carries_credentials for line in lines):
+        # Refused loudly rather than dropped: Datadog shows a 4xx on the monitor's event.
+        log.warning(
+            "notification %s (monitor %s) refused: %s",
+            notification.dedup_key,
+            notification.monitor_id,
+            "; ".join(problems),
+        )
+        raise PayloadError("no usable callback line: " + "; ".join(problems), status=422)
+    if problems:
+        # A mistyped callback line silently loses every alert: say so where people look.
+        log.warning(
+            "notification %s (monitor %s) has unusable callback lines%s: %s",
+            notification.dedup_key,
+            notification.monitor_id,
+            "" if notification.callback_urls else "; nothing queued",
+            "; ".join(problems),
+        )
+    # What is stored is shown on the dashboard and sent to every callback in the message.
+    notification = dataclasses.replace(
+        notification,
+        message=mask_credentials(notification.message),
+        title=mask_credentials(notification.title),
+    )
     if not notification.callback_urls:
-        problems = find_callback_problems(notification.message, config.callback_keyword)
         # A counter is not worth a 503 for a notification we would drop anyway.
         with suppress(redis.RedisError):
             queue().redis.hincrby(queue().keys.stats, "notifications_without_callback", 1)
-        if problems:
-            # A mistyped callback line silently loses every alert: say so where people look.
-            log.warning(
-                "notification %s (monitor %s) has unusable callback lines; nothing queued: %s",
-                notification.dedup_key,
-                notification.monitor_id,
-                "; ".join(problems),
-            )
-        else:
+        if not problems:
             log.info("notification %s has no callback line; nothing queued", notification.dedup_key)
         return {
             "status": "no_callback",
@@ -148,7 +166,13 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
             result.url,
             "queued" if result.created else "duplicate ignored",
         )
-    return {"status": "queued", "notification": summary, "deliveries": deliveries}, 202
+    return {
+        "status": "queued",
+        # The usable lines are queued; the others are named, never dropped without a word.
+        "problems": problems,
+        "notification": summary,
+        "deliveries": deliveries,
+    }, 202
 
 
 @bp.post("/webhooks/datadog")

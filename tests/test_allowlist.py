@@ -146,3 +146,66 @@ def test_refusal_says_when_no_prefix_is_set():
     refusal = CallbackAllowList(()).refusal("https://svc.internal/cb")
     assert "ROUTER_CALLBACK_ALLOW" in refusal
     assert "(none set)" in refusal
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        # servers that read `\` as `/` (IIS, WHATWG URL parsers) would resolve these out
+        ("https://svc.internal/breaker/..\\admin", "backslash"),
+        ("https://svc.internal/breaker\\..\\admin", "backslash"),
+        ("https://svc.internal/breaker/%5c..%5cadmin", "backslash"),
+        # path parameters: Tomcat and Spring read `/breaker/..;/admin` as `/admin`
+        ("https://svc.internal/breaker/..;/admin", '";"'),
+        ("https://svc.internal/breaker/callback;jsessionid=x", '";"'),
+        ("https://svc.internal/breaker/%3b/x", '";"'),
+        # encoded slashes: a server that decodes them sees other segments than we checked
+        ("https://svc.internal/breaker/%2f..%2fadmin", "encoded slash"),
+        ("https://svc.internal/breaker/a%2Fb", "encoded slash"),
+        # encoded dot segments, once or twice encoded, in any case mix
+        ("https://svc.internal/breaker/%2e%2e/admin", "dot segment"),
+        ("https://svc.internal/breaker/%2E./admin", "dot segment"),
+        ("https://svc.internal/breaker/.%2e/admin", "dot segment"),
+        ("https://svc.internal/breaker/%2e/callback", "dot segment"),
+        ("https://svc.internal/breaker/%252e%252e/admin", "dot segment"),
+        ("https://svc.internal/breaker/%252E%252e%252fadmin", "encoded slash"),
+        ("https://svc.internal/breaker/%25252e%25252e/admin", "percent-encoded"),
+    ],
+)
+def test_paths_a_server_could_read_outside_the_prefix_are_refused_with_the_reason(url, why):
+    allow = CallbackAllowList((SVC,))
+    assert allow.allows(url) is False
+    refusal = allow.refusal(url)
+    assert why in refusal, refusal
+    assert "no request was made" in refusal
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://svc.internal/breaker/callback?x=a;b",  # `;` in the query is not a path parameter
+        "https://svc.internal/breaker/call%20back",
+        "https://svc.internal/breaker/100%25",
+        "https://svc.internal/breaker/.well-known/x",
+        "https://svc.internal/breaker/..x",
+    ],
+)
+def test_ordinary_encoded_paths_under_the_prefix_still_pass(url):
+    assert CallbackAllowList((SVC,)).allows(url) is True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://svc:s3cr3t-pass@svc.internal/breaker/callback",
+        "https://s3cr3t-pass@svc.internal/breaker/callback",
+        "https://:s3cr3t-pass@svc.internal/breaker/callback",
+    ],
+)
+def test_a_url_with_credentials_is_refused_and_the_refusal_masks_them(url):
+    allow = CallbackAllowList((SVC,))
+    assert allow.allows(url) is False
+    refusal = allow.refusal(url)
+    assert "s3cr3t-pass" not in refusal
+    assert "https://***@svc.internal/breaker/callback" in refusal
+    assert "credentials" in refusal

@@ -256,3 +256,66 @@ def test_a_token_with_stray_whitespace_in_the_environment_still_matches(redis_ur
     env = router_env(redis_url, key_prefix, ROUTER_INBOUND_TOKEN=f"  {INBOUND_TOKEN}\n")
     client = create_app(env).test_client()
     assert post(client, custom_payload(CALLBACK)).status_code == 202
+
+
+SECRET = "s3cr3t-pass"
+CREDENTIALED = f"http://svc:{SECRET}@127.0.0.1:9/breaker/callback"
+
+
+def _stored(redis, key_prefix) -> str:
+    """Everything the router keeps under its prefix, as one text to search."""
+    parts = []
+    for key in redis.scan_iter(match=f"{key_prefix}:*"):
+        kind = redis.type(key)
+        if kind == "hash":
+            parts.append(json.dumps(redis.hgetall(key)))
+        elif kind == "stream":
+            parts.append(json.dumps(redis.xrange(key)))
+    return "\n".join(parts)
+
+
+def test_a_callback_url_with_credentials_is_422_and_never_echoed(client, redis, key_prefix, caplog):
+    payload = custom_payload(CREDENTIALED)
+    with caplog.at_level("DEBUG"):
+        response = post(client, payload)
+    assert response.status_code == 422, response.get_json()
+    error = response.get_json()["error"]
+    assert "credentials" in error
+    assert "http://***@127.0.0.1:9/breaker/callback" in error
+    assert SECRET not in response.get_data(as_text=True)
+    assert SECRET not in caplog.text
+    assert redis.exists(f"{key_prefix}:deliveries") == 0
+
+
+def test_one_line_with_credentials_does_not_lose_the_good_line(client, redis, key_prefix, caplog):
+    payload = custom_payload(CALLBACK)
+    payload["body"] = (
+        f"%%%\ncircuit-breaker-callback: {CREDENTIALED}\ncircuit-breaker-callback: {CALLBACK}\n%%%"
+    )
+    with caplog.at_level("DEBUG"):
+        response = post(client, payload)
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["status"] == "queued"
+    assert [d["url"] for d in body["deliveries"]] == [CALLBACK]
+    [problem] = body["problems"]
+    assert "line 2" in problem and "http://***@127.0.0.1:9/breaker/callback" in problem
+    assert "unusable callback lines" in caplog.text
+    # Neither the answer, the log, nor what is stored (and sent to the other service) has it.
+    assert SECRET not in response.get_data(as_text=True)
+    assert SECRET not in caplog.text
+    assert SECRET not in _stored(redis, key_prefix)
+    assert "http://***@127.0.0.1:9/breaker/callback" in _stored(redis, key_prefix)
+
+
+def test_a_bad_line_beside_a_good_one_is_named_in_the_202(client):
+    payload = custom_payload(CALLBACK)
+    payload["body"] = (
+        f"circuit-breaker-callback: {CALLBACK}\ncircuit-breaker-callback: {CALLBACK}/{{{{x}}}}"
+    )
+    response = post(client, payload)
+    assert response.status_code == 202
+    body = response.get_json()
+    assert [d["url"] for d in body["deliveries"]] == [CALLBACK]
+    [problem] = body["problems"]
+    assert problem.startswith("line 2:") and "template variable" in problem

@@ -395,13 +395,88 @@ def test_unbalanced_template_variable_is_a_problem() -> None:
             ("https://a.example/cb?x=1", "https://a.example/cb"),
             id="query-kept-fragment-dropped",
         ),
-        pytest.param(
-            ["https://u@a.example/cb", "https://U@a.example/cb"],
-            ("https://u@a.example/cb", "https://U@a.example/cb"),
-            id="userinfo-case-distinct",
-        ),
     ],
 )
 def test_spellings_of_one_endpoint_dedup(urls: list[str], expected: tuple[str, ...]) -> None:
     message = "\n".join(f"circuit-breaker-callback: {url}" for url in urls)
     assert extract_callback_urls(message) == expected
+
+
+SECRET = "s3cr3t-pass"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        pytest.param(
+            f"https://svc:{SECRET}@a.example/cb", "https://***@a.example/cb", id="user-pass"
+        ),
+        pytest.param(f"https://{SECRET}@a.example/cb", "https://***@a.example/cb", id="user-only"),
+        pytest.param(f"https://:{SECRET}@a.example/cb", "https://***@a.example/cb", id="pass-only"),
+        pytest.param(
+            f"HTTP://svc:{SECRET}@a.example:8080/cb", "HTTP://***@a.example:8080/cb", id="port"
+        ),
+        pytest.param(
+            f"[cb](https://svc:{SECRET}@a.example/cb)", "https://***@a.example/cb", id="md-link"
+        ),
+        pytest.param(
+            f"<https://svc:{SECRET}@a.example/cb|x>", "https://***@a.example/cb", id="slack"
+        ),
+        pytest.param(
+            f"https://svc:{SECRET}@a.example/cb?x=1", "https://***@a.example/cb?x=1", id="query"
+        ),
+    ],
+)
+def test_a_url_with_credentials_is_refused_and_they_are_masked(value: str, shown: str) -> None:
+    [found] = scan_callback_lines(f"circuit-breaker-callback: {value}")
+    assert found.url is None and found.carries_credentials
+    assert found.problem is not None
+    assert SECRET not in found.problem and SECRET not in found.value
+    assert found.problem == (
+        f'circuit-breaker-callback: "{shown}" carries credentials (user:password@); the router '
+        "never sends credentials in a URL: let the service verify the router's signature instead"
+    )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(
+            f"circuit-breaker-callback: https://svc:{SECRET}@a.example/" + "x" * 3000, id="too-long"
+        ),
+        pytest.param(
+            f"circuit-breaker-callback: https://svc:{SECRET}@a.example/{{{{x}}}}", id="template"
+        ),
+        pytest.param(
+            f"circuit-breaker-callback: https://svc:{SECRET}@a.example:99999/", id="bad-port"
+        ),
+        pytest.param(f"circuit-breaker-callback: ftp://svc:{SECRET}@a.example/cb", id="ftp"),
+        pytest.param(
+            f"circuit-breaker-callback: https://svc:{SECRET}" + "x" * 200 + "@a.example/cb",
+            id="long-userinfo",
+        ),
+    ],
+)
+def test_no_problem_text_echoes_credentials(message: str) -> None:
+    [found] = scan_callback_lines(message)
+    assert found.problem is not None and found.url is None
+    assert SECRET not in found.problem and SECRET not in found.value
+    assert SECRET not in " ".join(find_callback_problems(message))
+
+
+def test_one_line_with_credentials_does_not_hide_the_other_lines() -> None:
+    message = (
+        f"circuit-breaker-callback: https://svc:{SECRET}@a.example/cb\n"
+        f"circuit-breaker-callback: {CB}"
+    )
+    assert extract_callback_urls(message) == (CB,)
+    [problem] = find_callback_problems(message)
+    assert problem.startswith(
+        'line 1: circuit-breaker-callback: "https://***@a.example/cb" carries'
+    )
+
+
+def test_an_at_sign_in_the_path_or_query_is_not_userinfo() -> None:
+    urls = ("https://a.example/cb/@team", "https://a.example/cb?owner=ops@example.com")
+    message = "\n".join(f"circuit-breaker-callback: {url}" for url in urls)
+    assert extract_callback_urls(message) == urls

@@ -48,18 +48,37 @@ _TRAILING_NOISE = ".,;:!?'\"*~`>\u201c\u201d\u2018\u2019"
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 _HTTP_SCHEMES = ("http", "https")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# scheme, userinfo, host, port, path, query
-_EndpointKey = tuple[str, str, str, int | None, str, str]
+# scheme, host, port, path, query
+_EndpointKey = tuple[str, str, int | None, str, str]
+# The userinfo of an authority (RFC 3986 3.2.1): from `//` to the last `@` before the path. Not
+# stopped by `?` or `#`, so a malformed `user:p#ss@` is masked too; never crossing `/` or a space,
+# each `//` is scanned once: linear time.
+_USERINFO = re.compile(r"(?<=//)[^/\s]*@")
+MASKED_USERINFO = "***@"
+_CREDENTIALS = (
+    "carries credentials (user:password@); the router never sends credentials in a URL: let "
+    "the service verify the router's signature instead"
+)
 
 
 @dataclass(frozen=True)
 class CallbackLine:
-    """One `<keyword>: <value>` occurrence; exactly one of `url` and `problem` is set."""
+    """One `<keyword>: <value>` occurrence; exactly one of `url` and `problem` is set.
+
+    `value` has any credentials masked; `carries_credentials` says the URL had them, which
+    refuses the notification when no other line is usable (see `router.inbound`).
+    """
 
     line: int
     value: str
     url: str | None
     problem: str | None
+    carries_credentials: bool = False
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the userinfo of every URL in it replaced by `***`: safe to log or store."""
+    return _USERINFO.sub(MASKED_USERINFO, text)
 
 
 @lru_cache(maxsize=16)
@@ -86,8 +105,8 @@ def scan_callback_lines(
         for index, match in enumerate(matches):
             end = matches[index + 1].start() if index + 1 < len(matches) else len(line)
             value = line[match.end() : end].strip()
-            url, problem = _read_value(value, keyword.strip())
-            found.append(CallbackLine(number, value, url, problem))
+            url, problem, credentials = _read_value(value, keyword.strip())
+            found.append(CallbackLine(number, mask_credentials(value), url, problem, credentials))
     return tuple(found)
 
 
@@ -107,26 +126,29 @@ def distinct_urls(lines: Iterable[CallbackLine]) -> tuple[str, ...]:
 
 def find_callback_problems(message: str, keyword: str = DEFAULT_CALLBACK_KEYWORD) -> list[str]:
     """One line per keyword occurrence whose value is not a usable URL, e.g. for a 202 body."""
-    return [
-        f"line {found.line}: {found.problem}"
-        for found in scan_callback_lines(message, keyword)
-        if found.problem is not None
-    ]
+    return describe_problems(scan_callback_lines(message, keyword))
 
 
-def _read_value(value: str, keyword: str) -> tuple[str | None, str | None]:
+def describe_problems(lines: Iterable[CallbackLine]) -> list[str]:
+    """`line N: <problem>` for each of `lines` that has no usable URL."""
+    return [f"line {found.line}: {found.problem}" for found in lines if found.problem is not None]
+
+
+def _read_value(value: str, keyword: str) -> tuple[str | None, str | None, bool]:
+    """The URL, or why there is none and whether that is because it carries credentials."""
     if not value:
-        return None, f'nothing follows "{keyword}:"; put the URL on the same line'
+        return None, f'nothing follows "{keyword}:"; put the URL on the same line', False
     if len(value) > MAX_VALUE_CHARS:
-        return None, f"{keyword}: {_quoted(value)} is longer than {MAX_VALUE_CHARS} characters"
+        limit = f"is longer than {MAX_VALUE_CHARS} characters"
+        return None, f"{keyword}: {_quoted(value)} {limit}", False
     candidate = _unwrap(value)
     if not candidate:
-        return None, f"{keyword}: {_quoted(value)} holds no URL"
+        return None, f"{keyword}: {_quoted(value)} holds no URL", False
     problem = _url_problem(candidate)
     if problem:
-        return None, f"{keyword}: {_quoted(candidate)} {problem}"
+        return None, f"{keyword}: {_quoted(candidate)} {problem}", problem is _CREDENTIALS
     # A fragment never reaches the server: `.../cb#x` is `.../cb`.
-    return candidate.partition("#")[0], None
+    return candidate.partition("#")[0], None, False
 
 
 def _unwrap(value: str) -> str:
@@ -190,6 +212,10 @@ def _url_problem(url: str) -> str | None:
         return "is not an http(s) URL"
     if not parts.hostname:
         return "has no host"
+    if "@" in parts.netloc:
+        # Refused rather than stripped: the URL would end up in logs, dead-letter reasons and
+        # the dashboard, and calling it without them would fail anyway.
+        return _CREDENTIALS
     return None
 
 
@@ -197,19 +223,20 @@ def _dedup_key(url: str) -> _EndpointKey:
     """What identifies the endpoint `url` calls (RFC 3986 6.2.2-6.2.3 normalisation).
 
     Scheme and host are case-insensitive, a default port or an empty port is no port, a trailing
-    dot ends the same host name, an empty path is `/` and the fragment is never sent. Userinfo,
-    path and query are compared as written (percent-encoding included).
+    dot ends the same host name, an empty path is `/` and the fragment is never sent. Path and
+    query are compared as written (percent-encoding included). Usable URLs have no userinfo.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    userinfo = parts.netloc.rpartition("@")[0]
     host = (parts.hostname or "").rstrip(".")
     port = parts.port
     if port == _DEFAULT_PORTS.get(scheme):
         port = None
-    return (scheme, userinfo, host, port, parts.path or "/", parts.query)
+    return (scheme, host, port, parts.path or "/", parts.query)
 
 
 def _quoted(text: str, limit: int = 120) -> str:
+    # Masked before it is shortened, so a cut inside the userinfo cannot reveal part of it.
+    text = mask_credentials(text)
     shown = text if len(text) <= limit else text[: limit - 1] + "\u2026"
     return json.dumps(shown, ensure_ascii=False)
