@@ -47,6 +47,9 @@ DEFAULT_RECONCILE_INTERVAL_S = 60.0
 DEFAULT_ENRICH_BUDGET_S = 3.0
 # Room for scheduling and Redis round trips on top of enrichment plus the request itself.
 CLAIM_IDLE_MARGIN_S = 1.0
+# SNS gives up retrying an HTTP(S) delivery after at most an hour (a hard limit of its delivery
+# policies), so a signed message much older than that can only be a replay.
+DEFAULT_SNS_MAX_AGE_S = 3600.0
 # Parked longer than this share of ROUTER_CLAIM_IDLE (its endpoint slowed down), a delivery goes
 # back to Redis well before another worker could think its holder died.
 SHED_PARKED_AFTER_CLAIM_IDLE = 1 / 3
@@ -159,6 +162,7 @@ class Settings:
     per_endpoint_concurrency: int = DEFAULT_PER_ENDPOINT_CONCURRENCY
     delivery_retention_s: float = DEFAULT_DELIVERY_RETENTION_S
     enrich_budget_s: float = DEFAULT_ENRICH_BUDGET_S
+    sns_max_age_s: float = DEFAULT_SNS_MAX_AGE_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -215,6 +219,7 @@ class Settings:
                 "ROUTER_DELIVERY_RETENTION", DEFAULT_DELIVERY_RETENTION_S
             ),
             enrich_budget_s=duration("ROUTER_ENRICH_BUDGET", DEFAULT_ENRICH_BUDGET_S),
+            sns_max_age_s=duration("ROUTER_SNS_MAX_AGE", DEFAULT_SNS_MAX_AGE_S),
         )
         if settings.signing_secret is not None:
             _check_signing_secret(settings.signing_secret)
@@ -233,6 +238,14 @@ class Settings:
                 "ROUTER_INBOUND_TOKEN is not set: set a long random token (Datadog sends it as "
                 "a header or in the webhook URL), or ROUTER_INBOUND_AUTH=none to accept "
                 "unauthenticated notifications on purpose"
+            )
+        # A replayed SNS message is recognised by its delivery records until they expire, and
+        # refused by its age after that; a gap between the two would let a replay through.
+        if self.sns_max_age_s >= self.delivery_retention_s:
+            raise ConfigError(
+                f"ROUTER_SNS_MAX_AGE ({format_duration(self.sns_max_age_s)}) must be shorter "
+                f"than ROUTER_DELIVERY_RETENTION ({format_duration(self.delivery_retention_s)}), "
+                "or a replayed SNS message could be delivered again once its records expire"
             )
 
     def require_worker(self) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -27,6 +28,7 @@ from router.parsing.datadog import parse_datadog_webhook
 from router.parsing.jsonbody import parse_json_object
 from router.parsing.sns import (
     SnsVerifier,
+    check_sns_age,
     notification_from_sns,
     parse_sns_envelope,
     validate_subscribe_url,
@@ -193,13 +195,14 @@ def sns_webhook() -> tuple[dict[str, Any], int]:
         request.get_data(cache=False),
         message_type_header=request.headers.get("x-amz-sns-message-type"),
     )
-    if message.topic_arn not in config.sns_topics:
-        raise ForbiddenError(
-            f"SNS topic {message.topic_arn} is not in ROUTER_SNS_TOPICS "
-            f"({', '.join(config.sns_topics) or 'none set'})"
-        )
+    # The signature first: nothing in the message is believed, or answered about, before it.
     verifier: SnsVerifier = current_app.extensions["router.sns_verifier"]
     verifier.verify(message)
+    check_sns_age(message, now=datetime.now(UTC), max_age_s=config.sns_max_age_s)
+    if message.topic_arn not in config.sns_topics:
+        # The accepted topics are configuration, not something to tell a sender.
+        log.warning("refused an SNS message from topic %s", message.topic_arn)
+        raise ForbiddenError(f"SNS topic {message.topic_arn} is not in ROUTER_SNS_TOPICS")
     if message.type == "SubscriptionConfirmation":
         assert message.subscribe_url is not None
         validate_subscribe_url(message.subscribe_url)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
 
 from router.app import create_app
+from tests import sns_signing
 from tests.sns_signing import (
     SUBSCRIBE_URL,
     TOPIC_ARN,
     body,
-    confirmation_fields,
     make_signing_identity,
-    notification_fields,
     sign_sns,
 )
 from tests.support import INBOUND_TOKEN, router_env
@@ -27,6 +29,26 @@ DATADOG_TEXT = (
     "Edit Monitor: https://app.datadoghq.com/monitors#5203057/edit · "
     "Event URL: https://app.datadoghq.com/event/event?id=4437030580617369909"
 )
+
+
+OTHER_TOPIC = "arn:aws:sns:us-east-1:999999999999:other"
+
+
+def sns_time(offset: timedelta = timedelta()) -> str:
+    """An SNS Timestamp `offset` from now, in SNS's own format."""
+    moment = datetime.now(UTC) + offset
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def notification_fields(message: str, **kw: Any) -> dict[str, Any]:
+    """A Notification envelope published just now, unless a `timestamp` is given."""
+    kw.setdefault("timestamp", sns_time())
+    return sns_signing.notification_fields(message, **kw)
+
+
+def confirmation_fields(kind: str = "SubscriptionConfirmation", **kw: Any) -> dict[str, Any]:
+    kw.setdefault("timestamp", sns_time())
+    return sns_signing.confirmation_fields(kind, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +123,64 @@ def test_an_sns_retry_with_the_same_message_id_is_one_delivery(sns):
     assert sns.fetched == [sns.fetched[0]]  # the certificate is cached
 
 
-def test_a_topic_not_listed_is_403_before_anything_is_fetched(sns):
-    fields = notification_fields(DATADOG_TEXT, topic_arn="arn:aws:sns:us-east-1:999999999999:other")
-    response = sns.post(fields)
+def test_a_signed_message_from_a_topic_not_listed_is_403_without_listing_the_topics(sns):
+    response = sns.post(notification_fields(DATADOG_TEXT, topic_arn=OTHER_TOPIC))
     assert response.status_code == 403
-    assert "ROUTER_SNS_TOPICS" in response.get_json()["error"]
-    assert sns.fetched == []
+    error = response.get_json()["error"]
+    assert OTHER_TOPIC in error and "ROUTER_SNS_TOPICS" in error
+    assert TOPIC_ARN not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("kind", ["Notification", "SubscriptionConfirmation"])
+def test_an_unsigned_message_from_a_topic_not_listed_is_401_not_403(sns, kind):
+    # The signature comes first: who cannot sign learns nothing about the topics.
+    if kind == "Notification":
+        fields = notification_fields(DATADOG_TEXT, topic_arn=OTHER_TOPIC)
+    else:
+        fields = confirmation_fields(topic_arn=OTHER_TOPIC)
+    signed = sign_sns(fields, sns.identity.key, "2")
+    signed["Message"] += " tampered"
+    response = sns.post(signed, sign=False)
+    assert response.status_code == 401
+    assert "signature" in response.get_json()["error"].lower()
+    assert TOPIC_ARN not in response.get_data(as_text=True)
+    assert sns.confirmed == []
+
+
+@pytest.mark.parametrize(
+    ("offset", "why"),
+    [
+        pytest.param(-timedelta(hours=1, seconds=5), "older than ROUTER_SNS_MAX_AGE", id="old"),
+        pytest.param(-timedelta(days=30), "older than ROUTER_SNS_MAX_AGE", id="very-old"),
+        pytest.param(timedelta(hours=1), "in the future", id="future"),
+    ],
+)
+def test_a_signed_message_outside_the_time_window_is_refused_once(
+    sns, redis, key_prefix, offset, why
+):
+    fields = notification_fields(DATADOG_TEXT, timestamp=sns_time(offset))
+    response = sns.post(fields)
+    # A 4xx: SNS does not retry it, so a replay is refused once instead of again and again.
+    assert response.status_code == 403, response.get_json()
+    assert why in response.get_json()["error"]
+    assert redis.exists(f"{key_prefix}:deliveries") == 0
+
+
+def test_an_old_subscription_confirmation_is_not_visited(sns):
+    response = sns.post(confirmation_fields(timestamp=sns_time(-timedelta(hours=2))))
+    assert response.status_code == 403
+    assert sns.confirmed == []
+
+
+def test_the_time_window_follows_router_sns_max_age(redis_url, key_prefix, identity):
+    sns = Sns(redis_url, key_prefix, identity, ROUTER_SNS_MAX_AGE="10m")
+    old = sns.post(notification_fields(DATADOG_TEXT, timestamp=sns_time(-timedelta(minutes=11))))
+    assert old.status_code == 403
+    assert "10m" in old.get_json()["error"]
+    recent = notification_fields(
+        DATADOG_TEXT, timestamp=sns_time(-timedelta(minutes=9)), message_id="recent-1"
+    )
+    assert sns.post(recent).status_code == 202
 
 
 def test_a_tampered_message_is_401(sns):

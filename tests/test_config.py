@@ -16,6 +16,7 @@ from router.config import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PER_ENDPOINT_CONCURRENCY,
     DEFAULT_RECONCILE_INTERVAL_S,
+    DEFAULT_SNS_MAX_AGE_S,
     DEFAULT_WORKER_CONCURRENCY,
     SECRET_NAMES,
     Settings,
@@ -230,6 +231,7 @@ def test_from_env_reads_every_variable():
         "ROUTER_CLAIM_IDLE",
         "ROUTER_DELIVERY_RETENTION",
         "ROUTER_ENRICH_BUDGET",
+        "ROUTER_SNS_MAX_AGE",
     ],
 )
 @pytest.mark.parametrize(
@@ -533,3 +535,25 @@ def test_the_claim_idle_check_knows_how_late_the_worker_sheds_parked_deliveries(
     from router.worker import READ_BLOCK_MS, SHED_INTERVAL_S
 
     assert PARKED_SHED_LATENCY_S >= SHED_INTERVAL_S + READ_BLOCK_MS / 1000
+
+
+# -- SNS time window ---------------------------------------------------------------------------
+
+
+def test_sns_max_age_defaults_to_one_hour_and_reads_a_duration():
+    assert Settings.from_env({}).sns_max_age_s == DEFAULT_SNS_MAX_AGE_S == 3600.0
+    assert Settings.from_env({"ROUTER_SNS_MAX_AGE": "15m"}).sns_max_age_s == 900.0
+
+
+def test_sns_max_age_must_be_shorter_than_the_retention_that_recognises_retries():
+    env = {
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "ROUTER_INBOUND_TOKEN": "in-token",
+        "ROUTER_SNS_MAX_AGE": "2h",
+        "ROUTER_DELIVERY_RETENTION": "1h",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env).require_web()
+    message = str(caught.value)
+    assert "ROUTER_SNS_MAX_AGE (2h)" in message and "ROUTER_DELIVERY_RETENTION (1h)" in message
+    Settings.from_env({**env, "ROUTER_SNS_MAX_AGE": "30m"}).require_web()

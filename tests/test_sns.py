@@ -20,11 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from router.errors import AuthError, PayloadError
+from router.errors import AuthError, ForbiddenError, PayloadError
 from router.parsing.sns import (
     MAX_CERTIFICATE_BYTES,
+    SNS_CLOCK_SKEW_S,
     CertificateUnavailable,
+    SnsMessage,
     SnsVerifier,
+    check_sns_age,
     fetch_certificate_https,
     notification_from_sns,
     parse_sns_envelope,
@@ -527,6 +530,56 @@ def test_malformed_timestamp_is_422(identity: SigningIdentity) -> None:
     with pytest.raises(PayloadError, match="'Timestamp' is not an ISO-8601 time") as caught:
         parse_sns_envelope(signed_notification(identity, timestamp="yesterday"))
     assert caught.value.status == 422
+
+
+# --- the time window (replays) ------------------------------------------------------------
+
+PUBLISHED = datetime(2026, 11, 22, 10, 0, 0, 123000, tzinfo=UTC)  # notification_fields' time
+
+
+def envelope(**kw: Any) -> SnsMessage:
+    """A parsed Notification; the window is checked after the signature, so none is needed."""
+    fields = {**notification_fields("x", **kw), "SignatureVersion": "1", "Signature": "x"}
+    return parse_sns_envelope(body(fields))
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        pytest.param(PUBLISHED, id="at-once"),
+        pytest.param(PUBLISHED + timedelta(hours=1), id="exactly-max-age"),
+        pytest.param(PUBLISHED - timedelta(seconds=SNS_CLOCK_SKEW_S), id="our-clock-behind"),
+    ],
+)
+def test_a_message_inside_the_window_passes(now: datetime) -> None:
+    message = envelope()
+    check_sns_age(message, now=now, max_age_s=3600.0)
+
+
+def test_a_message_older_than_the_max_age_is_forbidden_and_says_why() -> None:
+    message = envelope()
+    now = PUBLISHED + timedelta(hours=1, milliseconds=1)
+    with pytest.raises(ForbiddenError) as caught:
+        check_sns_age(message, now=now, max_age_s=3600.0)
+    assert str(caught.value) == (
+        "SNS message da41e39f-ea4d-435a-b922-c6aae3915ebe was published at "
+        "2026-11-22T10:00:00.123Z, 3600.0s ago: older than ROUTER_SNS_MAX_AGE (1h), so it is "
+        "refused as a possible replay"
+    )
+
+
+def test_a_message_from_the_future_is_forbidden() -> None:
+    message = envelope()
+    now = PUBLISHED - timedelta(seconds=SNS_CLOCK_SKEW_S + 1)
+    with pytest.raises(ForbiddenError, match=r"in the future \(more than the 5m of clock skew"):
+        check_sns_age(message, now=now, max_age_s=3600.0)
+
+
+def test_a_timestamp_without_zone_is_read_as_utc_for_the_window() -> None:
+    message = envelope(timestamp="2026-11-22T10:00:00")
+    check_sns_age(message, now=PUBLISHED + timedelta(minutes=59), max_age_s=3600.0)
+    with pytest.raises(ForbiddenError):
+        check_sns_age(message, now=PUBLISHED + timedelta(minutes=61), max_age_s=3600.0)
 
 
 # --- the Datadog notification inside -------------------------------------------------------

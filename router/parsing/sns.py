@@ -1,8 +1,10 @@
 """Amazon SNS HTTP(S) subscriptions: the envelope, its signature, and the Datadog text inside.
 
 Pure apart from the certificate fetcher, which `SnsVerifier` takes as an argument;
-`fetch_certificate_https` is the production one. The web layer's order is: parse, verify,
-check the topic, then act (confirm via `validate_subscribe_url`, or `notification_from_sns`).
+`fetch_certificate_https` is the production one. The web layer's order is: parse, verify the
+signature, and only then look at what the message says: its age (`check_sns_age`), its topic,
+then act (confirm via `validate_subscribe_url`, or `notification_from_sns`). Nothing a sender
+without AWS's key can forge gets past the signature, not even the list of accepted topics.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from router.errors import AuthError, PayloadError, RouterError
+from router.config import format_duration
+from router.errors import AuthError, ForbiddenError, PayloadError, RouterError
 from router.model import Notification
 from router.parsing.callbacks import extract_callback_urls
 from router.parsing.datadog_text import (
@@ -40,6 +43,9 @@ SNS_TYPES: tuple[str, ...] = get_args(SnsType)
 
 # A signing certificate is ~2 KiB; anything far larger is not one.
 MAX_CERTIFICATE_BYTES = 64 * 1024
+# How far ahead of our clock an SNS Timestamp may be: NTP keeps hosts within seconds, and more
+# than this means a wrong clock somewhere, which would also stretch the replay window.
+SNS_CLOCK_SKEW_S = 300.0
 
 # Used with fullmatch, never `match`: `$` would accept a trailing newline.
 _SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?", re.IGNORECASE)
@@ -124,6 +130,32 @@ def _timestamp_ms(value: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # SNS documents its timestamps as GMT
     # Exact integer arithmetic rather than the float `timestamp() * 1000`.
+    return _epoch_ms(moment)
+
+
+def check_sns_age(message: SnsMessage, *, now: datetime, max_age_s: float) -> None:
+    """Refuse (403) a message published more than `max_age_s` ago or too far in the future.
+
+    Call after `SnsVerifier.verify`: only a verified Timestamp means anything. A 4xx rather than
+    a 5xx, because SNS retries only 5xx and no answer, so a replay is refused once.
+    """
+    age_ms = _epoch_ms(now) - _timestamp_ms(message.timestamp)
+    if age_ms > max_age_s * 1000:
+        raise ForbiddenError(
+            f"SNS message {message.message_id} was published at {message.timestamp}, "
+            f"{age_ms / 1000:.1f}s ago: older than ROUTER_SNS_MAX_AGE "
+            f"({format_duration(max_age_s)}), so it is refused as a possible replay"
+        )
+    if -age_ms > SNS_CLOCK_SKEW_S * 1000:
+        raise ForbiddenError(
+            f"SNS message {message.message_id} was published at {message.timestamp}, "
+            f"{-age_ms / 1000:.1f}s in the future (more than the "
+            f"{format_duration(SNS_CLOCK_SKEW_S)} of clock skew allowed); check this host's clock"
+        )
+
+
+def _epoch_ms(moment: datetime) -> int:
+    """An aware datetime in milliseconds since the epoch, exactly."""
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
