@@ -100,6 +100,10 @@ class BreakerKeys:
         """Capped stream of one breaker's changes, oldest first."""
         return f"{self.prefix}:history:{member}"
 
+    def groups(self, member: str) -> str:
+        """Hash of monitor group -> `<version> <status>`: what drives a keyless breaker."""
+        return f"{self.prefix}:groups:{member}"
+
     def delivery_seen(self, webhook_id: str) -> str:
         """Marker (with a TTL) that a callback delivery was already handled."""
         return f"{self.prefix}:seen:{webhook_id}"

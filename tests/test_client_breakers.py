@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from router.client import BreakerOpen, Breakers, BreakerState
+from router.client import BreakerOpen, Breakers, BreakerState, GroupStatus
 from router.keys import BreakerKeys
 
 T0 = 1_700_000_000.0
@@ -398,3 +398,45 @@ def test_guard_and_check_name_the_breaker(breakers: Breakers) -> None:
         breakers.check("bank-charge", "0002")
     assert caught.value.breaker_key is None and caught.value.state == "forced_open"
     assert "forced by ana until 2023-11-14T22:14:20+00:00: maintenance" in str(caught.value)
+
+
+def test_apply_groups_orders_each_group_by_its_own_version(
+    breakers: Breakers, redis: redis_lib.Redis, key_prefix: str
+) -> None:
+    a, b = "monitor:1 bank_code:0001", "monitor:1 bank_code:0002"
+    opened = breakers.apply_groups(
+        "acme", [GroupStatus(a, "Alert", T0_MS), GroupStatus(b, "Alert", T0_MS + 1)], reason="r"
+    )
+    assert (opened.outcome, opened.new_state) == ("changed", "open")
+    # B recovers last, then A's older recovery arrives: each is newer than its own entry.
+    assert breakers.apply_groups(
+        "acme", [GroupStatus(b, "OK", T0_MS + 9)], reason="r"
+    ).new_state == ("open")
+    closed = breakers.apply_groups("acme", [GroupStatus(a, "OK", T0_MS + 5)], reason="r")
+    assert (closed.outcome, closed.new_state, closed.version) == (
+        "changed",
+        "recovering",
+        T0_MS + 9,
+    )
+    # A read older than A's entry asserts nothing; alone it is stale.
+    late = breakers.apply_groups("acme", [GroupStatus(a, "Alert", T0_MS + 4)], reason="r")
+    assert (late.outcome, late.new_state) == ("stale", "recovering")
+    # A read as new as the entry does not overrule it; the group's own notification does.
+    same = breakers.apply_groups("acme", [GroupStatus(a, "Alert", T0_MS + 5)], reason="r")
+    assert same.outcome == "stale"
+    again = breakers.apply_groups(
+        "acme", [GroupStatus(a, "Alert", T0_MS + 5, notified=True)], reason="r"
+    )
+    assert again.new_state == "open"
+    assert redis.hgetall(BreakerKeys(key_prefix).groups("acme")) == {
+        a: f"{T0_MS + 5} Alert",
+        b: f"{T0_MS + 9} OK",
+    }
+
+
+def test_apply_groups_takes_a_monitor_with_thousands_of_groups(breakers: Breakers) -> None:
+    groups = [GroupStatus(f"monitor:1 host:h{i}", "OK", T0_MS) for i in range(5000)]
+    groups.append(GroupStatus("monitor:1 host:down", "Alert", T0_MS))
+    assert breakers.apply_groups("acme", groups, reason="r").new_state == "open"
+    recovered = [GroupStatus("monitor:1 host:down", "OK", T0_MS + 1, notified=True)]
+    assert breakers.apply_groups("acme", recovered, reason="r").new_state == "recovering"

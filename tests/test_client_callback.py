@@ -403,3 +403,122 @@ def test_a_simple_monitor_follows_its_notification_despite_a_stale_read(
     recovered = notification("recovery", scope=None, event_time_ms=EVENT_MS + 1)
     [result] = apply_callback(breakers, event_of(recovered, stale), "acme")
     assert result.new_state == "recovering"
+
+
+# -- the keyless breaker keeps one entry per group --------------------------------------------
+# Groups A (bank 0001) and B (bank 0002) of one monitor; the enrichment reads are cached or
+# lagging, so they can show a group in Alert after it recovered.
+
+T_A, T_B = EVENT_MS, EVENT_MS + 1_000  # A alerts, then B
+R_A, R_B = EVENT_MS + 5_000, EVENT_MS + 6_000  # A recovers, then B
+
+
+def group(
+    code: str, status: str, triggered: int | None, resolved: int | None = None
+) -> MonitorGroup:
+    return MonitorGroup(
+        f"bank_code:{code},env:prod", status, (f"bank_code:{code}", "env:prod"), triggered, resolved
+    )
+
+
+def read(*groups: MonitorGroup) -> Enrichment:
+    """A complete monitor read, as cached: it may lag behind the notifications."""
+    return Enrichment(status="complete", monitor_id="123456", overall_state="Alert", groups=groups)
+
+
+def keyless(
+    breakers: Breakers, transition: str, code: str, at: int, e: Enrichment | None = None
+) -> str:
+    """Apply one notification about bank `code` to the keyless breaker `acme`; its state after."""
+    n = notification(transition, scope=f"bank_code:{code}, env:prod", event_time_ms=at)
+    apply_callback(breakers, event_of(n, e), "acme")
+    return breakers.state("acme").state
+
+
+BOTH_ALERTING = read(group("0001", "Alert", T_A), group("0002", "Alert", T_B))
+
+
+@pytest.mark.parametrize(
+    "recoveries",
+    [
+        pytest.param([("0001", R_A), ("0002", R_B)], id="in_order"),
+        # B's (later) recovery is handled first; A's (earlier) one must not be stale for it.
+        pytest.param([("0002", R_B), ("0001", R_A)], id="out_of_order"),
+    ],
+)
+def test_keyless_recoveries_close_despite_a_read_showing_the_other_alerting(
+    breakers: Breakers, recoveries: list[tuple[str, int]]
+) -> None:
+    assert keyless(breakers, "alert", "0001", T_A, BOTH_ALERTING) == "open"
+    assert keyless(breakers, "alert", "0002", T_B, BOTH_ALERTING) == "open"
+    # Both recoveries come within the read cache window: each read shows both in Alert.
+    (first, first_at), (last, last_at) = recoveries
+    assert keyless(breakers, "recovery", first, first_at, BOTH_ALERTING) == "open"
+    assert keyless(breakers, "recovery", last, last_at, BOTH_ALERTING) == "recovering"
+
+
+def test_keyless_breaker_opens_again_when_a_group_alerts_after_both_recovered(
+    breakers: Breakers,
+) -> None:
+    keyless(breakers, "alert", "0001", T_A, BOTH_ALERTING)
+    keyless(breakers, "alert", "0002", T_B, BOTH_ALERTING)
+    keyless(breakers, "recovery", "0002", R_B, BOTH_ALERTING)
+    assert keyless(breakers, "recovery", "0001", R_A, BOTH_ALERTING) == "recovering"
+    # A alerts again; the read has not seen it yet (both OK).
+    both_ok = read(group("0001", "OK", T_A, R_A), group("0002", "OK", T_B, R_B))
+    assert keyless(breakers, "alert", "0001", R_B + 1_000, both_ok) == "open"
+    # A late retry of B's recovery changes nothing: A still alerts.
+    assert keyless(breakers, "recovery", "0002", R_B, both_ok) == "open"
+
+
+def test_keyless_without_enrichment_one_recovery_does_not_close_while_another_alerts(
+    breakers: Breakers,
+) -> None:
+    assert keyless(breakers, "alert", "0001", T_A) == "open"
+    assert keyless(breakers, "alert", "0002", T_B) == "open"
+    assert keyless(breakers, "recovery", "0002", R_B) == "open"  # A still alerts
+    assert keyless(breakers, "recovery", "0001", R_A) == "recovering"  # older, not stale
+    # A late retry of A's alert is older than A's recovery: ignored.
+    assert keyless(breakers, "alert", "0001", T_A) == "recovering"
+
+
+def test_keyless_group_identity_ignores_tag_order(breakers: Breakers) -> None:
+    alert = notification(scope="env:prod, bank_code:0001", event_time_ms=T_A)
+    apply_callback(breakers, event_of(alert), "acme")
+    # The read names the group `bank_code:0001,env:prod` and still shows it in Alert.
+    lagging = read(group("0001", "Alert", T_A))
+    assert keyless(breakers, "recovery", "0001", R_A, lagging) == "recovering"
+
+
+def test_keyless_breaker_fed_by_two_monitors_stays_open_while_either_alerts(
+    breakers: Breakers,
+) -> None:
+    for monitor_id in ("1", "2"):
+        n = notification(scope=None, monitor_id=monitor_id, event_time_ms=T_A)
+        apply_callback(breakers, event_of(n), "acme")
+    recovered = notification("recovery", scope=None, monitor_id="2", event_time_ms=R_A)
+    apply_callback(breakers, event_of(recovered), "acme")
+    assert breakers.state("acme").state == "open"  # monitor 1's "*" still alerts
+
+
+def test_keyless_group_missing_from_an_older_read_still_holds_the_breaker_open(
+    breakers: Breakers,
+) -> None:
+    # Bank 0003 alerts; the next read was cached before that group existed.
+    assert keyless(breakers, "alert", "0003", T_B + 500) == "open"
+    cached = read(group("0001", "OK", T_A, T_A + 100), group("0002", "Alert", T_B))
+    assert keyless(breakers, "recovery", "0002", R_B, cached) == "open"
+
+
+def test_keyless_group_missing_from_a_newer_read_no_longer_holds_the_breaker_open(
+    breakers: Breakers,
+) -> None:
+    # Bank 0003 alerts, then disappears from the monitor (its query changed) without a
+    # recovery. A read that saw changes after 0003's alert, and no 0003, proves it gone.
+    assert keyless(breakers, "alert", "0003", T_A) == "open"
+    newer = read(group("0001", "Alert", R_A), group("0002", "OK", T_B, R_A))
+    assert keyless(breakers, "alert", "0001", R_A, newer) == "open"
+    after = read(group("0001", "OK", R_A, R_B), group("0002", "OK", T_B, R_A))
+    assert keyless(breakers, "recovery", "0001", R_B, after) == "recovering"
+    # Its entry keeps the time it was last seen, so a late retry of its alert is stale.
+    assert keyless(breakers, "alert", "0003", T_A) == "recovering"

@@ -35,6 +35,7 @@ from router.client.flask import callback_blueprint
 from router.client.model import BreakerState, HistoryEntry, MonitorState, State, WriteResult
 from router.client.receiver import CallbackResponse, apply_callback, process_callback
 from router.client.signature import SignatureVerifier, sign_headers, verify_signature
+from router.client.writes import GroupStatus
 
 __all__ = [
     "BreakerError",
@@ -48,6 +49,7 @@ __all__ = [
     "Event",
     "FailMode",
     "Group",
+    "GroupStatus",
     "HistoryEntry",
     "InvalidCallbackBody",
     "InvalidSignature",

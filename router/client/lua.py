@@ -223,3 +223,85 @@ end
 return results
 """
 )
+
+# KEYS: record, history, index, groups.
+# ARGV: member, name, reason, source, now_ms, ramp_ms, history_max, channel, seen_ms,
+#       k, then k statuses that open, then n, then n quads (group, status, version, how).
+# Drives a keyless breaker from one entry per monitor group, `<version> <status>`, each
+# ordered by its own version: the breaker is open iff some entry's status opens it. `how`:
+# 'event' (the notification about its own group) wins over an entry as new as it, 'read'
+# (another group as a monitor read shows it) only over an older one, 'seen' asserts nothing
+# but that the group exists. `seen_ms` ('' = not a complete read) is a time the read
+# provably reflects: a stored group it does not list, last known before then, is gone and
+# becomes 'Gone' at `seen_ms`, which keeps a late retry of its old events stale.
+# Returns what WRITE returns; 'stale' when no entry changed.
+GROUPS = (
+    _PRELUDE
+    + r"""
+local c = {rec = KEYS[1], hist = KEYS[2], index = KEYS[3], member = ARGV[1], name = ARGV[2],
+           key = '', hist_max = ARGV[7], channel = ARGV[8]}
+local now_s, seen_s = ARGV[5], ARGV[9]
+local opens = {}
+local k = tonumber(ARGV[10])
+for i = 1, k do opens[ARGV[10 + i]] = true end
+local base = 11 + k
+local n = tonumber(ARGV[base])
+
+local stored = {}
+local flat = redis.call('HGETALL', KEYS[4])
+for i = 1, #flat, 2 do
+  local v, s = string.match(flat[i + 1], '^(%S+) (.*)$')
+  if v ~= nil then stored[flat[i]] = {v, s} end
+end
+
+local set, listed = {}, {}
+local newest, newest_s = nil, nil
+local function put(g, v_s, status)
+  set[#set + 1] = g; set[#set + 1] = v_s .. ' ' .. status
+  stored[g] = {v_s, status}
+  local v = tonumber(v_s)
+  if newest == nil or v > newest then newest, newest_s = v, v_s end
+end
+
+for i = 0, n - 1 do
+  local at = base + 1 + 4 * i
+  local g, status, v_s, how = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  listed[g] = true
+  if v_s == '' then v_s = now_s end
+  if how ~= 'seen' then
+    local old = stored[g]
+    local v, ov = tonumber(v_s), old and tonumber(old[1])
+    if ov == nil or v > ov or (how == 'event' and v == ov) then put(g, v_s, status) end
+  end
+end
+if seen_s ~= '' then
+  local seen = tonumber(seen_s)
+  for g, e in pairs(stored) do
+    if not listed[g] and e[2] ~= 'Gone' and tonumber(e[1]) < seen then put(g, seen_s, 'Gone') end
+  end
+end
+
+if #set == 0 then
+  local state = effective(load(c.rec), tonumber(now_s))
+  return {'stale', state, state, redis.call('HGETALL', c.rec)}
+end
+-- In slices: unpack() of a very large table overflows Lua's stack.
+for i = 1, #set, 1000 do
+  redis.call('HSET', KEYS[4], unpack(set, i, math.min(i + 999, #set)))
+end
+
+local action = 'close'
+for _, e in pairs(stored) do
+  if opens[e[2]] then action = 'open' break end
+end
+-- The entries order the groups' events; the record only has to accept this write, so it
+-- gets the newest version it knows (its own may be newer, from a direct write).
+local version = newest_s
+local held = redis.call('HGET', c.rec, 'version')
+if held and held ~= '' and tonumber(held) > newest then version = held end
+local a = {action = action, reason = ARGV[3], source = ARGV[4], version = version,
+           now = tonumber(now_s), now_s = now_s, ramp_ms = tonumber(ARGV[6]), ramp_s = ARGV[6],
+           by = '', until_s = ''}
+return apply(c, a)
+"""
+)

@@ -20,7 +20,7 @@ from router.client.callback import CallbackEvent, Group, parse_callback_body
 from router.client.errors import BreakerStoreUnavailable, InvalidCallbackBody, InvalidSignature
 from router.client.model import WriteResult
 from router.client.signature import SignatureVerifier
-from router.client.writes import DEFAULT_OPEN_STATUSES
+from router.client.writes import DEFAULT_OPEN_STATUSES, GroupStatus
 from router.model import STATUS_AFTER
 
 log = logging.getLogger(__name__)
@@ -102,34 +102,82 @@ def _notified_status(event: CallbackEvent) -> str | None:
     return STATUS_AFTER.get(event.transition)
 
 
-def _groups_as_notified(event: CallbackEvent) -> list[tuple[Group, int]]:
-    """The monitor's groups, each with the version its status is known at.
+def group_identity(group: Group | None) -> str:
+    """One spelling of a group, whether a notification's scope or a monitor read names it."""
+    if group is None:
+        # No scope: a simple monitor, whose one group Datadog calls "*".
+        return "*"
+    tags = sorted({tag.strip() for tag in group.tags if tag.strip()})
+    return ",".join(tags) if tags else (group.name.strip() or "*")
+
+
+def _groups_as_notified(event: CallbackEvent) -> list[tuple[Group, int, bool]]:
+    """The monitor's groups, each with the version its status is known at and whether the
+    notification is about it.
 
     The notification is the authority on its own group at its event time. The read (cached,
     or lagging Datadog's indexing) decides every other group only at that group's own last
     transition time, so a stale read cannot undo a newer alert or recovery; a group with no
     known transition gets version 0, which only a breaker key never written accepts.
     """
-    notified, status = event.group, _notified_status(event) or "Unknown"
+    status = _notified_status(event) or "Unknown"
     known = status != "Unknown"
-
-    def is_notified(group: Group) -> bool:
-        if notified is None:
-            # No scope: a simple monitor, whose one group Datadog calls "*".
-            return group.name == "*"
-        return group.name == notified.name or frozenset(group.tags) == frozenset(notified.tags)
-
-    groups: list[tuple[Group, int]] = []
+    notified = group_identity(event.group)
+    groups: list[tuple[Group, int, bool]] = []
     for group in event.monitor.groups:
-        if known and is_notified(group):
-            groups.append((replace(group, status=status), event.version or 0))
+        if known and group_identity(group) == notified:
+            groups.append((replace(group, status=status), event.version or 0, True))
         else:
             transition_ms = group.last_triggered_ms if group.status != "OK" else None
             transition_ms = transition_ms or group.last_resolved_ms or group.last_triggered_ms
-            groups.append((group, transition_ms or 0))
-    if known and notified is not None and not any(is_notified(g) for g, _ in groups):
-        groups.append((replace(notified, status=status), event.version or 0))
+            groups.append((group, transition_ms or 0, False))
+    if known and event.group is not None and not any(is_it for _, _, is_it in groups):
+        groups.append((replace(event.group, status=status), event.version or 0, True))
     return groups
+
+
+def _read_as_of(groups: Sequence[Group]) -> int | None:
+    """A time the monitor read provably reflects: the newest transition it shows."""
+    times = [t for g in groups for t in (g.last_triggered_ms, g.last_resolved_ms) if t]
+    return max(times, default=None)
+
+
+def _keyless_groups(event: CallbackEvent) -> tuple[list[GroupStatus], int | None]:
+    """What this callback tells about each group of the monitor, for the keyless breaker.
+
+    Each group is asserted at the time it was observed (the notified group at the event
+    time, the others at their own last transition), so no lagging read outranks a newer
+    event. Without complete enrichment only the notified group is. With it, the groups are
+    complete as of the read's newest transition: a group stored before then and missing
+    from the read is gone (its monitor was changed, or Datadog dropped it).
+    """
+    # Several monitors may feed one breaker: their groups (often all "*") must stay apart.
+    owner = f"monitor:{event.monitor.id or ''} "
+    if event.enrichment.complete and event.monitor.groups:
+        observed = [
+            GroupStatus(
+                owner + group_identity(group),
+                None if group.status == "Unknown" else group.status,
+                event.version if notified else version,
+                notified,
+            )
+            for group, version, notified in _groups_as_notified(event)
+        ]
+        return observed, _read_as_of(event.monitor.groups)
+    status, notified = _notified_status(event), True
+    if status is None and event.enrichment.complete:
+        # A read with no groups at all: its overall state stands for the monitor's one group.
+        status, notified = event.monitor.overall_state, False
+    if status is None or status == "Unknown":
+        return [], None
+    identity = owner + group_identity(event.group)
+    return [GroupStatus(identity, status, event.version, notified)], None
+
+
+def _nothing_to_apply(event: CallbackEvent, ids: str) -> None:
+    log.info(
+        "breaker callback: %s tells no group status; nothing to apply (%s)", event.transition, ids
+    )
 
 
 def apply_callback(
@@ -143,7 +191,8 @@ def apply_callback(
 ) -> list[WriteResult]:
     """Turn a callback into writes to breaker `name`, versioned by the event time.
 
-    Without `tag` the keyless breaker follows the monitor. With `tag` (e.g. `bank_code`),
+    Without `tag` the keyless breaker is open while any group of the monitor(s) feeding it
+    alerts, each group ordered by its own event times. With `tag` (e.g. `bank_code`),
     each group tagged `bank_code:XXXX` drives key `XXXX`: when enrichment is complete the
     monitor's groups are applied as one snapshot (listed keys open or closed, unlisted keys
     closed; so feed one breaker name from one monitor), otherwise the notified group alone.
@@ -154,48 +203,51 @@ def apply_callback(
     ids = f"delivery={event.delivery_id} monitor={event.monitor.id} event={event.event.id}"
     key: str | None = None
     if tag is None:
-        status = _notified_status(event)
-        if event.enrichment.complete and event.monitor.groups:
-            # The whole vendor is down while any group is: one group recovering while
-            # another still alerts keeps the keyless breaker open.
-            groups = [group for group, _version in _groups_as_notified(event)]
-            status = next((g.status for g in groups if g.status in open_statuses), "OK")
-        elif status is None and event.enrichment.complete:
-            status = event.monitor.overall_state
-    else:
-        if event.enrichment.complete and event.monitor.groups:
-            states: dict[str | None, bool | str] = {}
-            versions: dict[str | None, int | None] = {}
-            for group, group_version in _groups_as_notified(event):
-                value = group.tag_value(tag)
-                if value is None:
-                    continue
-                states[value] = bool(states.get(value)) or group.status in open_statuses
-                versions[value] = max(versions.get(value) or 0, group_version)
-            if states:
-                return breakers.apply_snapshot(
-                    name,
-                    states,
-                    reason=reason,
-                    version=version,
-                    versions=versions,
-                    source=source,
-                    ramp=ramp,
-                    # Keys of this breaker fed by another monitor are not this one's to close.
-                    owner=f"monitor:{event.monitor.id} " if event.monitor.id else None,
-                )
-            log.warning("breaker callback: no monitor group is tagged %s: (%s)", tag, ids)
-        key = event.tag_value(tag)
-        status = _notified_status(event)
-        if key is None:
-            log.warning("breaker callback: no %s: tag on the notified group (%s)", tag, ids)
+        # The whole vendor is down while any group is: one group recovering while another
+        # still alerts keeps the keyless breaker open.
+        observed, as_of = _keyless_groups(event)
+        if not any(o.status is not None for o in observed):
+            _nothing_to_apply(event, ids)
             return []
-    if status is None or status == "Unknown":
-        log.info(
-            "breaker callback: %s tells no group status; nothing to apply (%s)",
-            event.transition,
-            ids,
+        written = breakers.apply_groups(
+            name,
+            observed,
+            reason=reason,
+            source=source,
+            open_statuses=open_statuses,
+            ramp=ramp,
+            complete_as_of=as_of,
         )
+        return [written]
+    if event.enrichment.complete and event.monitor.groups:
+        states: dict[str | None, bool | str] = {}
+        versions: dict[str | None, int | None] = {}
+        for group, group_version, _notified in _groups_as_notified(event):
+            value = group.tag_value(tag)
+            if value is None:
+                continue
+            states[value] = bool(states.get(value)) or group.status in open_statuses
+            versions[value] = max(versions.get(value) or 0, group_version)
+        if states:
+            return breakers.apply_snapshot(
+                name,
+                states,
+                reason=reason,
+                version=version,
+                versions=versions,
+                source=source,
+                ramp=ramp,
+                # Keys of this breaker fed by another monitor are not this one's to close.
+                owner=f"monitor:{event.monitor.id} " if event.monitor.id else None,
+            )
+        log.warning("breaker callback: no monitor group is tagged %s: (%s)", tag, ids)
+    key = event.tag_value(tag)
+    status = _notified_status(event)
+    if key is None:
+        log.warning("breaker callback: no %s: tag on the notified group (%s)", tag, ids)
+        return []
+    if status is None or status == "Unknown":
+        _nothing_to_apply(event, ids)
         return []
     if status in open_statuses:
         return [breakers.open(name, key, reason=reason, version=version, source=source)]

@@ -8,6 +8,8 @@ Data layout (`BreakerKeys`, default prefix `breakers`; a *member* is `<name>` or
   `forced_by`, `forced_since_ms`, `forced_until_ms` ('' = until cleared); `updated_ms`, `rev`.
 - `<prefix>:index`  set of every member written, for resyncs and listings.
 - `<prefix>:history:<member>`  stream capped at `history_max` entries, one per change.
+- `<prefix>:groups:<member>`  hash, a keyless breaker fed by `apply_callback`: monitor group
+  (`monitor:<id> <sorted tags>`) -> `<version> <status>`; the breaker is open while one opens.
 - `<prefix>:changes`  pub/sub channel; each change publishes its member as plain text.
 - `<prefix>:seen:<webhook-id>`  marker with a TTL: this callback delivery was handled.
 
@@ -16,14 +18,14 @@ Every Redis failure leaves this module as `BreakerStoreUnavailable`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, cast
 
 import redis
 
 from router.client.errors import BreakerStoreUnavailable
-from router.client.lua import SNAPSHOT, WRITE
+from router.client.lua import GROUPS, SNAPSHOT, WRITE
 from router.client.model import HistoryEntry, Outcome, Record, State, WriteResult
 from router.keys import BreakerKeys
 
@@ -31,6 +33,8 @@ from router.keys import BreakerKeys
 DEFAULT_HISTORY_MAX = 1000
 
 Action = Literal["open", "close", "force_open", "force_closed", "clear"]
+# How a group entry is asserted: by its own notification, by a monitor read, or only seen.
+GroupAuthority = Literal["event", "read", "seen"]
 
 
 @contextmanager
@@ -57,6 +61,7 @@ class Store:
         self.history_max = history_max
         self._write = client.register_script(WRITE)
         self._snapshot = client.register_script(SNAPSHOT)
+        self._groups = client.register_script(GROUPS)
 
     def write(
         self,
@@ -125,6 +130,46 @@ class Store:
         with translate_errors(f"apply a snapshot to breaker {name}"):
             reply = self._snapshot(keys=[self.keys.index], args=args)
         return [_result(item[0], item[1:]) for item in cast(list[list[Any]], reply)]
+
+    def groups(
+        self,
+        name: str,
+        entries: Sequence[tuple[str, str, int | None, GroupAuthority]],
+        *,
+        now_ms: int,
+        reason: str,
+        source: str,
+        ramp_ms: int,
+        open_statuses: Collection[str],
+        seen_ms: int | None = None,
+    ) -> tuple[WriteResult, Record]:
+        """Update the keyless breaker's group entries `(group, status, version, authority)`."""
+        member = self.keys.member(name, None)
+        args = [
+            member,
+            name,
+            reason,
+            source,
+            str(now_ms),
+            str(ramp_ms),
+            str(self.history_max),
+            self.keys.channel,
+            _optional_int_arg(seen_ms),
+            str(len(open_statuses)),
+            *sorted(open_statuses),
+            str(len(entries)),
+        ]
+        for group, status, version, authority in entries:
+            args += [group, status, _optional_int_arg(version), authority]
+        keys = [
+            self.keys.record(member),
+            self.keys.history(member),
+            self.keys.index,
+            self.keys.groups(member),
+        ]
+        with translate_errors(f"apply monitor groups to breaker {member}"):
+            reply = self._groups(keys=keys, args=args)
+        return _result(member, cast(list[Any], reply))
 
     def read(self, name: str, key: str | None) -> Record | None:
         member = self.keys.member(name, key)

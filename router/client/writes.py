@@ -8,11 +8,12 @@ result to its own snapshot at once, so it reads its own writes before the channe
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from router.client.model import Record, WriteResult
-from router.client.store import Action, Store
+from router.client.store import Action, GroupAuthority, Store
 from router.client.sync import Snapshot
 
 # Group statuses that open a breaker in `apply_snapshot` when given status strings.
@@ -25,6 +26,27 @@ SnapshotKey = TypeVar("SnapshotKey", bound=str | None)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
+@dataclass(frozen=True)
+class GroupStatus:
+    """What one monitor group's status was at `version` (event ms), for `apply_groups`.
+
+    `notified`: the notification about this very group says so (it wins over an entry as new
+    as it); otherwise a monitor read does (only over older entries). `status=None` says only
+    that the group exists now.
+    """
+
+    group: str
+    status: str | None
+    version: int | None
+    notified: bool = False
+
+    @property
+    def authority(self) -> GroupAuthority:
+        if self.status is None:
+            return "seen"
+        return "event" if self.notified else "read"
+
+
 def check_target(name: str, key: str | None) -> None:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
@@ -32,6 +54,11 @@ def check_target(name: str, key: str | None) -> None:
         )
     if key is not None and (not isinstance(key, str) or key == ""):
         raise ValueError(f"breaker key must be None or a non-empty string, got {key!r}")
+
+
+def check_version(version: int | None) -> None:
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise ValueError(f"version must be the event time in ms (an int), got {version!r}")
 
 
 class BreakerWriter:
@@ -117,6 +144,40 @@ class BreakerWriter:
             self._snap.apply(record)
         return [result for result, _ in done]
 
+    def apply_groups(
+        self,
+        name: str,
+        groups: Sequence[GroupStatus],
+        *,
+        reason: str,
+        source: str | None = None,
+        open_statuses: frozenset[str] | set[str] = DEFAULT_OPEN_STATUSES,
+        ramp: bool = True,
+        complete_as_of: int | None = None,
+    ) -> WriteResult:
+        """Drive keyless breaker `name` from per-group statuses, each ordered by its own version.
+
+        Redis keeps one entry per group; the breaker is open while some entry's status is in
+        `open_statuses`. An observation older than its group's entry is ignored (`stale` when
+        all are), so a lagging read of one group cannot outrank a newer event of it. With
+        `complete_as_of`, `groups` lists every group the monitor has as of that time (ms):
+        a stored group missing from it, last known before then, is gone and no longer counts.
+        """
+        check_target(name, None)
+        for observed in groups:
+            check_version(observed.version)
+        written = self._store.groups(
+            name,
+            [(g.group, g.status or "", g.version, g.authority) for g in groups],
+            now_ms=self._now_ms(),
+            reason=reason,
+            source=source or "",
+            ramp_ms=int(self.ramp_window * 1000) if ramp else 0,
+            open_statuses=open_statuses,
+            seen_ms=complete_as_of,
+        )
+        return self._apply(written)
+
     def force_open(
         self,
         name: str,
@@ -184,8 +245,7 @@ class BreakerWriter:
         ramp_ms: int = 0,
     ) -> WriteResult:
         check_target(name, key)
-        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            raise ValueError(f"version must be the event time in ms (an int), got {version!r}")
+        check_version(version)
         written = self._store.write(
             name,
             key,
