@@ -12,6 +12,7 @@ from router.parsing.datadog_text import (
     monitor_id_from_text,
     transition_from_title,
 )
+from router.parsing.sns import SnsMessage, notification_from_sns
 
 
 @pytest.mark.parametrize(
@@ -180,3 +181,128 @@ def test_event_id_from_text_shapes(text, expected):
 )
 def test_monitor_id_from_text_is_ascii_and_bounded(text, expected):
     assert monitor_id_from_text(text) == expected
+
+
+# Footer links as Datadog writes them in monitor notifications since about 2024 (real messages:
+# a 2025 webhook body, a 2026 Slack notification); the event id is a query parameter.
+MONITOR_NOTIF_LINK = (
+    "https://app.datadoghq.com/monitors/170773010?group=host%3Adb-incident-sandbox"
+    "&from_ts=1746012650000&to_ts=1746013850000&event_id=8082436309665268856"
+    "&link_source=monitor_notif"
+)
+SLACK_LINK = (
+    "https://us3.datadoghq.com/monitors/444839?from_ts=1788105779000&to_ts=1788106979000"
+    "&event_id=8788641826233093636&link_source=monitor_notif&link_monitor_id=444839"
+    "&link_event_id=8788641826233093636&link_event_ts=1788106679"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "event_id", "monitor_id"),
+    [
+        pytest.param(
+            f"[[Monitor Status]({MONITOR_NOTIF_LINK})] · [[Edit Monitor]"
+            "(https://app.datadoghq.com/monitors/170773010/edit?link_source=monitor_notif)]",
+            "8082436309665268856",
+            "170773010",
+            id="monitors-path-event-id-param",
+        ),
+        pytest.param(
+            f"Recovered: errors ({SLACK_LINK})", "8788641826233093636", "444839", id="slack"
+        ),
+        pytest.param(
+            "https://app.datadoghq.eu/monitors/17447110?from_ts=1&to_ts=2"
+            "&event_id=8569009799992849344&link_source=monitor_notif",
+            "8569009799992849344",
+            "17447110",
+            id="eu-site",
+        ),
+        pytest.param(
+            "/monitors/5?link_source=monitor_notif&link_event_id=77", "77", "5", id="link-event-id"
+        ),
+        pytest.param(
+            "/monitors/5?from_ts=1&amp;event_id=88&amp;link_source=monitor_notif",
+            "88",
+            "5",
+            id="html-escaped-ampersands",
+        ),
+        pytest.param(
+            "Monitor Status: https://app.datadoghq.com/monitors#5203057?group=docker_image%3Anginx"
+            " · Edit Monitor: https://app.datadoghq.com/monitors#5203057/edit · Event URL: "
+            "https://app.datadoghq.com/event/event?id=4437030580617369909 · Related Logs: x",
+            "4437030580617369909",
+            "5203057",
+            id="2018-sns-text",
+        ),
+        pytest.param(
+            "https://app.datadoghq.com/event/jump_to?event_id=123456", "123456", None, id="jump-to"
+        ),
+        pytest.param(
+            "View in Log Explorer (https://us3.datadoghq.com/logs?query=env%3Aprod"
+            "&link_monitor_id=444839)",
+            None,
+            "444839",
+            id="logs-link-monitor-id",
+        ),
+        pytest.param(
+            "[[Monitor Status](https://app.datadoghq.com/monitors#18692904?)]",
+            None,
+            "18692904",
+            id="2020-empty-query",
+        ),
+    ],
+)
+def test_ids_from_every_datadog_link_form(
+    text: str, event_id: str | None, monitor_id: str | None
+) -> None:
+    assert (event_id_from_text(text), monitor_id_from_text(text)) == (event_id, monitor_id)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(
+            "/monitors/5?event_id=12%0A34&link_source=monitor_notif", id="encoded-newline"
+        ),
+        pytest.param("/monitors/manage?event_id=42", id="not-a-monitor-page"),
+        pytest.param("/logs?query=x&event_id=42", id="not-a-monitor-or-event-link"),
+    ],
+)
+def test_unusable_event_ids_in_monitor_links_are_ignored(text: str) -> None:
+    assert event_id_from_text(text) is None
+
+
+def test_hostile_monitor_link_queries_are_read_in_linear_time() -> None:
+    text = _repeat("/monitors/1?event_id=1&") + _repeat("/monitors/1?&amp;")
+    assert _seconds(event_id_from_text, text) < LINEAR_BOUND_S
+    assert _seconds(monitor_id_from_text, _repeat("&link_monitor_id=1")) < LINEAR_BOUND_S
+
+
+def test_an_sns_message_in_todays_form_names_its_event_and_monitor() -> None:
+    # Datadog's SNS Message is the plain-text notification; today its links are the footer
+    # form, with no `/event/event?id=` link left to read.
+    text = (
+        "High tracking\ncircuit-breaker-callback: https://bank-charge.internal/breaker/callback\n"
+        "datadog.event.tracking.intakev2.audit.bytes over * was > 100.0 on average during the "
+        f"last 5m.\nMonitor Status: {MONITOR_NOTIF_LINK} · Edit Monitor: "
+        "https://app.datadoghq.com/monitors/170773010/edit?link_source=monitor_notif"
+    )
+    message = SnsMessage(
+        type="Notification",
+        message_id="22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        topic_arn="arn:aws:sns:us-east-1:123456789012:datadog",
+        message=text,
+        timestamp="2026-12-03T09:00:00.000Z",
+        signature_version="2",
+        signature="",
+        signing_cert_url="",
+        subject="[Triggered on {host:db-incident-sandbox}] High tracking",
+    )
+    notification = notification_from_sns(
+        message, keyword="circuit-breaker-callback", received_at_ms=0
+    )
+    assert (notification.event_id, notification.monitor_id, notification.transition) == (
+        "8082436309665268856",
+        "170773010",
+        "alert",
+    )

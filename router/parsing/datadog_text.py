@@ -33,11 +33,23 @@ TITLE_PARSE_CHARS = 512
 # `https://app.datadoghq.com/monitors#309811?group=...`, `.../monitors/309811/edit`,
 # `.../monitors/309811?...`; not `/monitors/manage` or `/monitors#/triggered`. ASCII digits only
 # (`\d` would take Arabic-Indic ones), at most 20 of them (a monitor id is a 64-bit integer).
-_MONITOR_LINK = re.compile(r"/monitors?(?:#|/)([0-9]{1,20})(?![0-9])")
-# `.../event/event?id=3089904566766935419`, `.../event/jump_to?event_id=123`: the query is
-# captured whole (one greedy run, nothing to backtrack into) and read by `parse_qs`.
-_EVENT_LINK = re.compile(r"/event/[a-z_]+\?([^\s)\]>\"'<|#]*)")
+# Other footer links (Log Explorer, APM) name the monitor as `link_monitor_id=309811`.
+_MONITOR_LINK = re.compile(
+    r"/monitors?(?:#|/)([0-9]{1,20})(?![0-9])|[?&;]link_monitor_id=([0-9]{1,20})(?![0-9])"
+)
+# A link's query, captured whole (one greedy run, nothing to backtrack into), read by `parse_qs`.
+_QUERY = r"\?([^\s)\]>\"'<|#]*)"
+# Links that may name the event, by the query keys that do: `.../event/event?id=3089904566766935419`
+# and `.../event/jump_to?event_id=123` (older notifications, `$LINK`), and the footer links of
+# today's notifications, `.../monitors/221164084?from_ts=...&event_id=8306082202796025694
+# &link_source=monitor_notif` (Slack's also carry `link_event_id=`).
+_EVENT_LINK = re.compile(
+    r"/event/[a-z_]+" + _QUERY + r"|/monitors?(?:#|/)[0-9]{1,20}(?![0-9])(?:/[a-z_]+)?" + _QUERY
+)
 _EVENT_ID_KEYS = ("id", "event_id")
+_MONITOR_LINK_EVENT_ID_KEYS = ("event_id", "link_event_id")
+# Datadog marks the links it writes into a notification; a link a user wrote has no marker.
+_GENERATED_MARK = ("link_source", "monitor_notif")
 # What a Datadog event id may look like: `$ID` is digits, but allow a token, never free text.
 _EVENT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 # Prose punctuation that may follow a link written in a sentence: `(see .../event?id=42.)`.
@@ -98,11 +110,20 @@ def is_event_id(value: str) -> bool:
     return bool(_EVENT_ID.fullmatch(value))
 
 
-def event_link_ids(text: str) -> Iterator[str]:
-    """The `id` (or `event_id`) of each Datadog event link in `text`, in order, unchecked."""
-    for query in _EVENT_LINK.findall(text):
-        fields = parse_qs(query)
-        for key in _EVENT_ID_KEYS:
+def event_link_ids(text: str, *, generated_only: bool = False) -> Iterator[str]:
+    """The event id of each Datadog link in `text` that names one, in order, unchecked.
+
+    `generated_only` keeps the links Datadog wrote itself (`link_source=monitor_notif`).
+    """
+    for match in _EVENT_LINK.finditer(text):
+        event_query, monitor_query = match.groups()
+        query = event_query if event_query is not None else monitor_query
+        # Plain text that went through HTML escaping (`&amp;`) still separates parameters.
+        fields = parse_qs(query.replace("&amp;", "&"))
+        if generated_only and _GENERATED_MARK[1] not in fields.get(_GENERATED_MARK[0], ()):
+            continue
+        keys = _EVENT_ID_KEYS if event_query is not None else _MONITOR_LINK_EVENT_ID_KEYS
+        for key in keys:
             values = fields.get(key)
             if values:
                 yield values[0]
@@ -114,13 +135,16 @@ def monitor_id_from_text(text: str) -> str | None:
     # Datadog appends its own links (Monitor Status, Event URL) at the end of the message; a
     # link the user wrote into the message body comes earlier and must not win.
     found = _MONITOR_LINK.findall(text)
-    return str(found[-1]) if found else None
+    if not found:
+        return None
+    in_path, in_query = found[-1]
+    return str(in_path or in_query)
 
 
-def event_id_from_text(text: str) -> str | None:
-    """The event id in the last Datadog event link within `text` that holds a usable one."""
+def event_id_from_text(text: str, *, generated_only: bool = False) -> str | None:
+    """The event id in the last Datadog link within `text` that holds a usable one."""
     found = None
-    for value in event_link_ids(text):
+    for value in event_link_ids(text, generated_only=generated_only):
         value = value.rstrip(_SENTENCE_END)
         if is_event_id(value):
             found = value
