@@ -99,6 +99,16 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
         "event_id": notification.event_id,
         "dedup_key": notification.dedup_key,
     }
+    warnings = list(notification.warnings)
+    if warnings:
+        # Accepted anyway (a 4xx would lose the alert), but the template needs fixing.
+        log.warning(
+            "notification %s (monitor %s, event %s) accepted with fields ignored: %s",
+            notification.dedup_key,
+            notification.monitor_id,
+            notification.event_id,
+            "; ".join(warnings),
+        )
     if len(notification.callback_urls) > MAX_CALLBACK_URLS:
         raise PayloadError(
             f"the message names {len(notification.callback_urls)} callback URLs; at most "
@@ -142,6 +152,7 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
             "detail": f"the message has no '{config.callback_keyword}: <url>' line for this "
             "transition; nothing was queued",
             "problems": problems,
+            "warnings": warnings,
             "notification": summary,
             "deliveries": [],
         }, 202
@@ -172,6 +183,7 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
         "status": "queued",
         # The usable lines are queued; the others are named, never dropped without a word.
         "problems": problems,
+        "warnings": warnings,
         "notification": summary,
         "deliveries": deliveries,
     }, 202

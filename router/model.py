@@ -61,6 +61,9 @@ class Notification:
     org_id: str | None = None
     alert_type: str | None = None
     event_type: str | None = None
+    # Optional fields the sender got wrong and that were ignored, one line each (shown in the
+    # answer to the sender and logged), e.g. `field 'org': expected an object, got "x"; ignored`.
+    warnings: tuple[str, ...] = ()
 
     @property
     def scope_tags(self) -> tuple[str, ...]:
@@ -70,6 +73,7 @@ class Notification:
         data = asdict(self)
         data["callback_urls"] = list(self.callback_urls)
         data["tags"] = list(self.tags)
+        data["warnings"] = list(self.warnings)
         return data
 
     @classmethod
@@ -77,6 +81,7 @@ class Notification:
         values = dict(data)
         values["callback_urls"] = tuple(values.get("callback_urls", ()))
         values["tags"] = tuple(values.get("tags", ()))
+        values["warnings"] = tuple(values.get("warnings", ()))
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})
 

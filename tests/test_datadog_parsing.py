@@ -11,6 +11,7 @@ import pytest
 from router.errors import PayloadError
 from router.model import Notification
 from router.parsing.datadog import parse_datadog_webhook
+from tests import payloads
 from tests.test_callbacks import CB, TRIGGERED_BODY
 
 KEYWORD = "circuit-breaker-callback"
@@ -382,7 +383,8 @@ def test_dedup_key_without_event_id_is_a_digest_of_the_payload() -> None:
         pytest.param(
             {"body": None},
             "field 'body': expected the monitor message ($EVENT_MSG), got no 'body' / 'event_msg'"
-            " / 'text_only_msg' / 'message' field",
+            " / 'event.msg' / 'event.body' / 'event.message' / 'event.text' / 'text_only_msg' / "
+            "'event.text_only_msg' / 'message' / 'text' field",
             id="body-missing",
         ),
         pytest.param(
@@ -397,9 +399,42 @@ def test_dedup_key_without_event_id_is_a_digest_of_the_payload() -> None:
         ),
         pytest.param(
             {"body": {"text": "x"}},
-            "field 'body': expected a string, got an object",
+            "field 'body': expected the monitor message ($EVENT_MSG), got an object in 'body'",
             id="body-object",
         ),
+        pytest.param(
+            {"alert_transition": "Exploded", "title": "Bank API errors"},
+            "field 'alert_transition': expected a Datadog $ALERT_TRANSITION (\"Triggered\", "
+            '"Re-Triggered", "Warn", "Re-Warn", "Recovered", "No Data", "Re-No Data", '
+            '"Renotify") or a title that starts with one in brackets, like "[Triggered on '
+            '{host:a}] ...", got "Exploded" and title "Bank API errors"',
+            id="unknown-transition-and-title",
+        ),
+        pytest.param(
+            {"alert_transition": None, "title": "[P1] Bank API errors"},
+            "field 'title': expected a Datadog $ALERT_TRANSITION (\"Triggered\", "
+            '"Re-Triggered", "Warn", "Re-Warn", "Recovered", "No Data", "Re-No Data", '
+            '"Renotify") or a title that starts with one in brackets, like "[Triggered on '
+            '{host:a}] ...", got no transition field and title "[P1] Bank API errors"',
+            id="no-transition-anywhere",
+        ),
+    ],
+)
+def test_payload_errors(changes: dict[str, Any], message: str) -> None:
+    payload = {k: v for k, v in {**RECOMMENDED, **changes}.items() if v is not None}
+    if "org" in changes:
+        payload.pop("org_id")
+    with pytest.raises(PayloadError) as caught:
+        parse(payload)
+    assert str(caught.value) == message
+    assert caught.value.status == 422
+
+
+# Once refused with a 422 (a lost alert, since Datadog does not retry a 4xx): now ignored and
+# named, with the same words.
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
         pytest.param(
             {"title": ["a"]}, "field 'title': expected a string, got an array", id="title-array"
         ),
@@ -420,11 +455,6 @@ def test_dedup_key_without_event_id_is_a_digest_of_the_payload() -> None:
             {"date": "-1448435530000"},
             "field 'date': expected epoch milliseconds as a string, got \"-1448435530000\"",
             id="date-negative",
-        ),
-        pytest.param(
-            {"date": 1448435530000.0},
-            "field 'date': expected a string or an integer, got 1448435530000.0",
-            id="date-float",
         ),
         pytest.param(
             {"id": 7.345023619263187e18},
@@ -536,7 +566,7 @@ def test_dedup_key_without_event_id_is_a_digest_of_the_payload() -> None:
         pytest.param(
             {"tags": ["env:prod", 3]},
             "field 'tags': expected comma-separated tags ($TAGS) or a list of strings, "
-            "got an array",
+            "got 3 among them",
             id="tags-list-with-number",
         ),
         pytest.param(
@@ -546,7 +576,7 @@ def test_dedup_key_without_event_id_is_a_digest_of_the_payload() -> None:
         ),
         pytest.param(
             {"org": "Runnable"},
-            "field 'org': expected an object with an 'id', got \"Runnable\"",
+            "field 'org': expected an object, got \"Runnable\"",
             id="org-string",
         ),
         pytest.param(
@@ -554,32 +584,17 @@ def test_dedup_key_without_event_id_is_a_digest_of_the_payload() -> None:
             "field 'org.id': expected a string or an integer, got an array",
             id="org-id-array",
         ),
-        pytest.param(
-            {"alert_transition": "Exploded", "title": "Bank API errors"},
-            "field 'alert_transition': expected a Datadog $ALERT_TRANSITION (\"Triggered\", "
-            '"Re-Triggered", "Warn", "Re-Warn", "Recovered", "No Data", "Re-No Data", '
-            '"Renotify") or a title that starts with one in brackets, like "[Triggered on '
-            '{host:a}] ...", got "Exploded" and title "Bank API errors"',
-            id="unknown-transition-and-title",
-        ),
-        pytest.param(
-            {"alert_transition": None, "title": "[P1] Bank API errors"},
-            "field 'title': expected a Datadog $ALERT_TRANSITION (\"Triggered\", "
-            '"Re-Triggered", "Warn", "Re-Warn", "Recovered", "No Data", "Re-No Data", '
-            '"Renotify") or a title that starts with one in brackets, like "[Triggered on '
-            '{host:a}] ...", got no transition field and title "[P1] Bank API errors"',
-            id="no-transition-anywhere",
-        ),
     ],
 )
-def test_payload_errors(changes: dict[str, Any], message: str) -> None:
+def test_optional_field_problems_are_named_not_refused(
+    changes: dict[str, Any], message: str
+) -> None:
     payload = {k: v for k, v in {**RECOMMENDED, **changes}.items() if v is not None}
     if "org" in changes:
         payload.pop("org_id")
-    with pytest.raises(PayloadError) as caught:
-        parse(payload)
-    assert str(caught.value) == message
-    assert caught.value.status == 422
+    notification = parse(payload)
+    assert notification.warnings == (message + "; ignored",)
+    assert notification.callback_urls == (CB,)
 
 
 def test_event_id_is_not_taken_from_links_written_in_the_message() -> None:
@@ -642,9 +657,309 @@ def test_huge_title_is_parsed_in_linear_time() -> None:
     assert time.perf_counter() - started < 1.0
 
 
-def test_error_shortens_a_long_value() -> None:
-    with pytest.raises(PayloadError) as caught:
-        parse({**RECOMMENDED, "date": "x" * 500})
-    assert str(caught.value) == (
-        "field 'date': expected epoch milliseconds as a string, got \"" + "x" * 78 + "\u2026"
+def test_a_problem_shortens_a_long_value() -> None:
+    assert parse({**RECOMMENDED, "date": "x" * 500}).warnings == (
+        "field 'date': expected epoch milliseconds as a string, got \""
+        + "x" * 78
+        + "\u2026; ignored",
     )
+    with pytest.raises(PayloadError) as caught:
+        parse({**RECOMMENDED, "alert_transition": "x" * 500, "title": "Bank API errors"})
+    assert '"' + "x" * 78 + "\u2026 and title" in str(caught.value)
+
+
+# --- Real payload shapes (tests/payloads.py says where each comes from) -----------------------
+
+# Received after the 2025 captures' dates (a date in the future would be ignored and named).
+AFTER_2025 = 1_800_000_000_000
+
+SHAPES: dict[str, Any] = {
+    "default-2025": (
+        payloads.default_payload_2025(CB),
+        ("221164084", "8306082202796025694", "alert", "Triggered", None),
+    ),
+    "komodor-alert-object": (
+        payloads.komodor_payload(CB),
+        ("155844758", "7345023619263187422", "recovery", "Recovered", "bank_code:0001,env:prod"),
+    ),
+    "event-and-alert-objects": (
+        payloads.event_alert_objects_payload(CB),
+        ("221164084", "8306082202796025694", "warning", "Warn", "service:tracking"),
+    ),
+    "nested-only": (
+        payloads.nested_only_payload(CB),
+        ("155844758", "7345023619263187422", "alert", "Re-Triggered", "bank_code:0001,env:prod"),
+    ),
+    "camel-case": (
+        payloads.camel_case_payload(CB),
+        ("155844758", "7345023619263187422", "no_data", "No Data", "host:db-2"),
+    ),
+    "form-encoded-objects": (
+        payloads.form_encoded_fields(payloads.komodor_payload(CB)),
+        ("155844758", "7345023619263187422", "recovery", "Recovered", "bank_code:0001,env:prod"),
+    ),
+    "form-encoded-nested-only": (
+        payloads.form_encoded_fields(payloads.nested_only_payload(CB)),
+        ("155844758", "7345023619263187422", "alert", "Re-Triggered", "bank_code:0001,env:prod"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("payload", "expected"), SHAPES.values(), ids=SHAPES.keys())
+def test_real_payload_shapes(payload: dict[str, Any], expected: tuple[object, ...]) -> None:
+    notification = parse_datadog_webhook(payload, keyword=KEYWORD, received_at_ms=AFTER_2025)
+    assert (
+        notification.monitor_id,
+        notification.event_id,
+        notification.transition,
+        notification.datadog_transition,
+        notification.scope,
+    ) == expected
+    assert notification.callback_urls == (CB,)
+    assert notification.dedup_key == f"datadog:{expected[1]}:{expected[2]}"
+    assert notification.warnings == ()
+
+
+def test_nested_fields_are_read_like_flat_ones() -> None:
+    notification = parse(payloads.komodor_payload(CB))
+    assert notification.alert_cycle_key == "7345011207331812113"
+    assert notification.alert_type == "success"
+    assert notification.org_id == "11023"
+    assert notification.tags == ("monitor", "bank_code:0001", "env:prod")
+    nested = parse(payloads.nested_only_payload(CB))
+    assert (nested.event_time_ms, nested.event_type, nested.org_id) == (
+        1700000000000,
+        "query_alert_monitor",
+        "11023",
+    )
+    assert nested.link == "https://app.datadoghq.com/event/jump_to?event_id=7345023619263187422"
+    assert parse(payloads.camel_case_payload(CB)).alert_type == "error"
+
+
+def test_flat_fields_win_over_nested_ones() -> None:
+    payload = {**payloads.komodor_payload(CB), "alert_scope": "bank_code:0009"}
+    assert parse(payload).scope == "bank_code:0009"
+
+
+def test_event_id_from_todays_footer_link_when_the_template_has_no_id() -> None:
+    # A template without `$ID` (e.g. body, title, transition only): enrichment still gets the
+    # event id from the link Datadog wrote; dedup stays on the payload digest, because only
+    # `$ID`/`$LINK` are known to name this very event.
+    payload = {
+        "body": payloads.body_2025(CB),
+        "title": "[Triggered] High tracking",
+        "transition": "Triggered",
+    }
+    notification = parse(payload)
+    assert notification.event_id == "8306082202796025694"
+    assert notification.monitor_id == "221164084"
+    assert notification.dedup_key.startswith("datadog:sha256:")
+    assert notification.warnings == ()
+
+
+def test_link_field_with_todays_monitor_link_names_the_event() -> None:
+    link = (
+        "https://app.datadoghq.com/monitors/221164084?from_ts=1&to_ts=2"
+        "&event_id=8306082202796025694&link_source=monitor_notif"
+    )
+    notification = parse({**RECOMMENDED, "id": "$ID", "link": link})
+    assert notification.event_id == "8306082202796025694"
+    assert notification.dedup_key == "datadog:8306082202796025694:alert"
+
+
+def test_an_id_that_is_the_monitor_id_is_not_taken_as_the_event_id() -> None:
+    # Several published templates put `$ALERT_ID` under `id`. Taken as the event id, every later
+    # alert of the monitor would share a dedup key with the first and be dropped as a duplicate.
+    payload = {
+        "id": "221164084",
+        "title": "[Triggered] High tracking",
+        "transition": "Triggered",
+        "body": payloads.body_2025(CB),
+    }
+    notification = parse(payload)
+    assert notification.monitor_id == "221164084"
+    assert notification.event_id == "8306082202796025694"
+    assert notification.dedup_key.startswith("datadog:sha256:")
+    assert notification.warnings == (
+        "field 'id': \"221164084\" is the monitor id ($ALERT_ID), not the event id ($ID); "
+        "not used as the event id",
+    )
+
+
+# --- Malformed optional fields: accepted, ignored, named ------------------------------------
+
+OPTIONAL_PROBLEMS: dict[str, tuple[dict[str, Any], str, object, tuple[str, ...]]] = {
+    "org-string": (
+        {"org_id": None, "org": "Runnable"},
+        "org_id",
+        None,
+        ("field 'org': expected an object, got \"Runnable\"; ignored",),
+    ),
+    "org-json-text": ({"org_id": None, "org": '{"id": "6585", "name": "R"}'}, "org_id", "6585", ()),
+    "org-broken-json-text": (
+        {"org_id": None, "org": '{"id": "6585", '},
+        "org_id",
+        None,
+        ('field \'org\': expected an object, got "{\\"id\\": \\"6585\\", "; ignored',),
+    ),
+    "org-id-array": (
+        {"org_id": None, "org": {"id": ["6585"]}},
+        "org_id",
+        None,
+        ("field 'org.id': expected a string or an integer, got an array; ignored",),
+    ),
+    "org-flattened": ({"org_id": "6585", "org_name": "Runnable"}, "org_id", "6585", ()),
+    "org-bracketed-form-keys": (
+        {"org_id": None, "org[id]": "6585", "org[name]": "Runnable"},
+        "org_id",
+        "6585",
+        (),
+    ),
+    "alert-not-an-object": (
+        {"alert": ["x"]},
+        "monitor_id",
+        "155844758",
+        ("field 'alert': expected an object, got an array; ignored",),
+    ),
+    "unknown-nested-object": (
+        {"custom": {"deep": {"list": [1, {"x": None}]}}},
+        "monitor_id",
+        "155844758",
+        (),
+    ),
+    "unknown-object-inside-alert": (
+        {"alert": {"metric": {"name": "x"}, "query": ["q"]}},
+        "monitor_id",
+        "155844758",
+        (),
+    ),
+    "tags-object": (
+        {"tags": {"env": "prod"}},
+        "tags",
+        (),
+        ("field 'tags': expected a string, got an object; ignored",),
+    ),
+    "tags-list-with-number": (
+        {"tags": ["env:prod", 3]},
+        "tags",
+        ("env:prod",),
+        (
+            "field 'tags': expected comma-separated tags ($TAGS) or a list of strings, got 3 "
+            "among them; ignored",
+        ),
+    ),
+    "scope-number": (
+        {"alert_scope": 5},
+        "scope",
+        "bank_code:0001,env:prod",
+        ("field 'alert_scope': expected a string, got 5; ignored",),
+    ),
+    "title-array": (
+        {"title": ["a"]},
+        "transition",
+        "alert",
+        ("field 'title': expected a string, got an array; ignored",),
+    ),
+    "transition-bool": (
+        {"alert_transition": True},
+        "datadog_transition",
+        "Re-Triggered",
+        ("field 'alert_transition': expected a string, got true; ignored",),
+    ),
+    "event-type-number": (
+        {"event_type": 5},
+        "event_type",
+        None,
+        ("field 'event_type': expected a string, got 5; ignored",),
+    ),
+    "date-not-a-number": (
+        {"date": "yesterday"},
+        "event_time_ms",
+        None,
+        ("field 'date': expected epoch milliseconds as a string, got \"yesterday\"; ignored",),
+    ),
+    "date-in-the-future": (
+        {"date": "95617584000000"},
+        "event_time_ms",
+        None,
+        (
+            "field 'date': \"95617584000000\" is in the future (more than a day after the router "
+            "received it at 2023-11-14T22:13:20+00:00); ignored",
+        ),
+    ),
+    "date-too-long": (
+        {"date": 10**40},
+        "event_time_ms",
+        None,
+        (
+            "field 'date': expected epoch milliseconds as a string, got \"1"
+            + "0" * 40
+            + '"; ignored',
+        ),
+    ),
+    "date-float": ({"date": 1448435530000.0}, "event_time_ms", 1448435530000, ()),
+    "id-newline-falls-back-to-link": (
+        {"id": "12\n34"},
+        "event_id",
+        "7345023619263187422",
+        (
+            "field 'id': expected a Datadog event id ($ID: at most 64 letters, digits, '_' or "
+            "'-'), got \"12\\n34\"; ignored",
+        ),
+    ),
+    "id-float-would-lose-digits": (
+        {"id": 7.345023619263187e18},
+        "event_id",
+        "7345023619263187422",
+        ("field 'id': expected a string or an integer, got 7.345023619263187e+18; ignored",),
+    ),
+    "link-id-encoded-newline": (
+        {"id": "$ID", "link": "https://app.datadoghq.com/event/event?id=12%0A34"},
+        "event_id",
+        None,
+        (
+            "field 'link': expected a Datadog event id ($ID: at most 64 letters, digits, '_' or "
+            "'-') in the event link, got \"12\\n34\" in "
+            '"https://app.datadoghq.com/event/event?id=12%0A34"; ignored',
+        ),
+    ),
+    "alert-id-not-digits": (
+        {"alert_id": "monitor-1"},
+        "monitor_id",
+        None,
+        (
+            "field 'alert_id': expected the monitor id ($ALERT_ID, at most 20 digits), "
+            'got "monitor-1"; ignored',
+        ),
+    ),
+    "alert-id-not-digits-falls-back-to-links": (
+        {"alert_id": "monitor-1", "body": TRIGGERED_BODY},
+        "monitor_id",
+        "309811",
+        (
+            "field 'alert_id': expected the monitor id ($ALERT_ID, at most 20 digits), "
+            'got "monitor-1"; ignored',
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "expected", "warnings"),
+    OPTIONAL_PROBLEMS.values(),
+    ids=OPTIONAL_PROBLEMS.keys(),
+)
+def test_a_malformed_optional_field_is_ignored_and_named(
+    changes: dict[str, Any], field: str, expected: object, warnings: tuple[str, ...]
+) -> None:
+    payload = {k: v for k, v in {**RECOMMENDED, **changes}.items() if v is not None}
+    notification = parse(payload)
+    assert getattr(notification, field) == expected
+    assert notification.warnings == warnings
+    assert notification.callback_urls == (CB,)
+
+
+def test_warnings_survive_the_queue_round_trip() -> None:
+    notification = parse({**RECOMMENDED, "date": "yesterday", "org": "x"})
+    assert len(notification.warnings) == 2
+    assert Notification.from_dict(json.loads(json.dumps(notification.to_dict()))) == notification

@@ -1,16 +1,23 @@
-"""Datadog Webhooks integration payloads (default or our recommended custom one) to a Notification.
+"""Datadog Webhooks integration payloads (default, recommended or any team's own) to a Notification.
 
 Datadog substitutes `$VARIABLES` textually, so every value arrives as a string and a variable
 that does not apply stays as the literal `$NAME` or becomes empty. The default payload has no
 monitor id or transition fields: those come from the links in the body and the title prefix.
+
+Templates vary: flat keys, camelCase keys, `alert: {...}` / `event: {...}` / `org: {...}`
+objects beside or instead of flat keys, and with "Encode as form" those objects arrive as JSON
+text. Datadog retries only on a 5xx, so a 4xx loses the alert: only what makes a notification
+unusable (no message, no way to tell alert from recovery) is refused. A malformed optional field
+is ignored and named in `Notification.warnings`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -19,6 +26,7 @@ from router.model import Notification, Transition, split_tags
 from router.parsing.callbacks import extract_callback_urls
 from router.parsing.datadog_text import (
     TitleTransition,
+    event_id_from_text,
     event_link_ids,
     is_event_id,
     monitor_id_from_text,
@@ -26,28 +34,49 @@ from router.parsing.datadog_text import (
     transition_from_title,
 )
 
-# Our field names, each with the keys that may carry it, preferred first. The aliases come
-# from hand-written templates seen in the wild (`event_id: $ID`, `event_tags: $TAGS`, ...).
-_KEYS: dict[str, tuple[str, ...]] = {
-    "id": ("id", "event_id"),
-    "alert_id": ("alert_id", "monitor_id"),
-    "alert_transition": ("alert_transition", "transition"),
-    "alert_type": ("alert_type",),
-    "alert_cycle_key": ("alert_cycle_key",),
-    "alert_scope": ("alert_scope", "scope"),
-    "title": ("title", "event_title"),
-    "body": ("body", "event_msg", "text_only_msg", "message"),
-    "date": ("date",),
-    "tags": ("tags", "event_tags"),
-    "link": ("link",),
-    "org_id": ("org_id",),
-    "event_type": ("event_type",),
+# Our field names, each with the paths that may carry it, preferred first. Keys are compared in
+# snake case (`alertTransition` is `alert_transition`), `a.b` is key `b` of object `a` (or the
+# form field `a[b]`). The aliases come from templates teams publish (`event_id: $ID`,
+# `event_tags: $TAGS`, Komodor's `alert.cycleId`, `event.msg`, ...).
+_PATHS: dict[str, tuple[str, ...]] = {
+    "id": ("id", "event_id", "event.id"),
+    "alert_id": ("alert_id", "monitor_id", "alert.id", "alert.monitor_id"),
+    "alert_transition": ("alert_transition", "transition", "alert.transition"),
+    "alert_type": ("alert_type", "alert.type"),
+    "alert_cycle_key": ("alert_cycle_key", "alert.cycle_key", "alert.cycle_id"),
+    "alert_scope": ("alert_scope", "scope", "alert.scope"),
+    "title": ("title", "event_title", "event.title", "alert_title", "alert.title"),
+    # `$EVENT_MSG` (with Datadog's links) before `$TEXT_ONLY_MSG`.
+    "body": (
+        "body",
+        "event_msg",
+        "event.msg",
+        "event.body",
+        "event.message",
+        "event.text",
+        "text_only_msg",
+        "event.text_only_msg",
+        "message",
+        "text",
+    ),
+    "date": ("date", "event.date"),
+    "tags": ("tags", "event_tags", "event.tags"),
+    "link": ("link", "event.link"),
+    "org_id": ("org_id", "org.id"),
+    "event_type": ("event_type", "event.type"),
 }
+# Objects whose keys are read as `<object>.<key>`.
+_OBJECTS = frozenset({"alert", "event", "org"})
 # Ids may arrive as JSON numbers; anything else numeric would be a guess at what was meant.
 _INT_ALLOWED = frozenset({"id", "alert_id", "org_id", "alert_cycle_key", "date"})
+# A float is exact enough for epoch milliseconds (below 2^53), never for a 64-bit id.
+_FLOAT_ALLOWED = frozenset({"date"})
 
 # `$ALERT_ID`, `$TAGS[env]`: a variable Datadog left unfilled.
 _UNFILLED = re.compile(r"^\$[A-Z][A-Z0-9_]*(?:\[[^\]]*\])?$")
+# `alertTransition` -> `alert_transition`; `org[id]` -> `org.id`.
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_BRACKETED = re.compile(r"^([^\[\]]+)\[([^\[\]]+)\]$")
 # ASCII digits only: `\d` also matches other scripts' digits, which `Decimal` would accept.
 _EPOCH = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # Longer than this is no epoch a sender means (13 digits of milliseconds, a few decimals).
@@ -56,10 +85,11 @@ _EPOCH_CHARS = 40
 _MONITOR_ID = re.compile(r"[0-9]{1,20}")
 # Below this an epoch is in seconds: 10^11 s is the year 5138, 10^11 ms is March 1973.
 _SECONDS_BELOW = 10**11
-# A `date` later than this after receipt is refused: as a breaker's version it would block every
+# A `date` later than this after receipt is ignored: as a breaker's version it would block every
 # real event after it. Old dates are harmless (an older event never overwrites a newer state).
 _FUTURE_SLACK_MS = 24 * 60 * 60 * 1000
 _EVENT_ID_EXPECTED = "expected a Datadog event id ($ID: at most 64 letters, digits, '_' or '-')"
+_IGNORED = "; ignored"
 # What a Notification keeps of the text (the queue stores one copy per callback URL).
 MAX_MESSAGE_CHARS = 16_384
 MAX_TITLE_CHARS = 1_024
@@ -70,34 +100,25 @@ _SHOWN_CHARS = 80
 def parse_datadog_webhook(
     payload: Mapping[str, object], *, keyword: str, received_at_ms: int
 ) -> Notification:
-    """Read a Datadog webhook payload; `PayloadError` (422) names the first field that is wrong."""
-    body = _text(payload, "body")
+    """Read a Datadog webhook payload; `PayloadError` (422) only when it is unusable."""
+    fields = _Fields(payload)
+    body = fields.text("body")
     if body is None:
         raise PayloadError(
-            "field 'body': expected the monitor message ($EVENT_MSG), got "
-            + _absent_or(payload, "body")
+            "field 'body': expected the monitor message ($EVENT_MSG), got " + fields.absent("body")
         )
-    title = _text(payload, "title") or ""
+    title = fields.text("title") or ""
     titled = transition_from_title(title)
-    transition, datadog_transition, renotification = _transition(payload, title, titled)
+    transition, datadog_transition, renotification = _transition(fields, title, titled)
 
-    # The event id comes only from `$ID` or `$LINK`: never from a link the user wrote into the
-    # message, which would make different alerts share a dedup key.
-    link = _text(payload, "link")
-    event_id = _event_id(payload, link)
-    monitor_id = _text(payload, "alert_id")
-    if monitor_id is not None and not _MONITOR_ID.fullmatch(monitor_id):
-        raise PayloadError(
-            f"field {_key(payload, 'alert_id')!r}: expected the monitor id ($ALERT_ID, "
-            f"at most 20 digits), got {_show(monitor_id)}"
-        )
-    if monitor_id is None:
-        monitor_id = monitor_id_from_text(body)
-
-    date = _text(payload, "date")
-    event_time_ms = None if date is None else _epoch_ms(payload, date, received_at_ms)
-    if event_id is not None:
-        dedup_key = f"datadog:{event_id}:{transition}"
+    monitor_id = fields.text("alert_id", check=_monitor_id_problem) or monitor_id_from_text(body)
+    link = fields.text("link")
+    # Only `$ID` or `$LINK` names this very event, so only they make the dedup key: a link the
+    # user wrote into the message would make different alerts share one.
+    named_event_id = _named_event_id(fields, link, monitor_id)
+    date = fields.text("date", check=lambda text: _epoch_problem(text, received_at_ms))
+    if named_event_id is not None:
+        dedup_key = f"datadog:{named_event_id}:{transition}"
     else:
         # No id to name the event: a sender's byte-identical retry must still dedup.
         dedup_key = f"datadog:sha256:{_digest(payload)}"
@@ -112,27 +133,144 @@ def parse_datadog_webhook(
         message=_truncated(body, MAX_MESSAGE_CHARS),
         callback_urls=extract_callback_urls(body, keyword),
         received_at_ms=received_at_ms,
-        event_id=event_id,
+        # For enrichment, the link Datadog itself wrote into the message will do.
+        event_id=named_event_id or event_id_from_text(body, generated_only=True),
         monitor_id=monitor_id,
-        event_time_ms=event_time_ms,
-        tags=_tags(payload),
-        scope=_text(payload, "alert_scope") or (titled.scope if titled else None),
-        alert_cycle_key=_text(payload, "alert_cycle_key"),
+        event_time_ms=None if date is None else _epoch_ms(date),
+        tags=fields.tags(),
+        scope=fields.text("alert_scope") or (titled.scope if titled else None),
+        alert_cycle_key=fields.text("alert_cycle_key"),
         link=link,
-        org_id=_text(payload, "org_id") or _org_id(payload),
-        alert_type=_text(payload, "alert_type"),
-        event_type=_text(payload, "event_type"),
+        org_id=fields.text("org_id"),
+        alert_type=fields.text("alert_type"),
+        event_type=fields.text("event_type"),
+        warnings=tuple(fields.warnings),
     )
 
 
-def _event_id(payload: Mapping[str, object], link: str | None) -> str | None:
-    """`$ID`, else the id in the `$LINK` event link; `PayloadError` when either is no id."""
-    event_id = _text(payload, "id")
-    if event_id is not None:
-        if not is_event_id(event_id):
-            raise PayloadError(
-                f"field {_key(payload, 'id')!r}: {_EVENT_ID_EXPECTED}, got {_show(event_id)}"
+class _Fields:
+    """A payload's values by path (`alert.id`), whatever the template's spelling or nesting.
+
+    Reading a field skips a malformed value (to the next alias) and notes it in `warnings`.
+    """
+
+    def __init__(self, payload: Mapping[str, object]) -> None:
+        self.warnings: list[str] = []
+        # path -> (the key as the sender wrote it, the value); the first spelling wins.
+        self._values: dict[str, tuple[str, object]] = {}
+        for key, value in payload.items():
+            path = _path(key)
+            if path not in _OBJECTS:
+                self._values.setdefault(path, (key, value))
+                continue
+            found = self._object(key, value)
+            for inner_key, inner_value in (found or {}).items():
+                self._values.setdefault(
+                    f"{path}.{_path(str(inner_key))}", (f"{key}.{inner_key}", inner_value)
+                )
+
+    def _object(self, key: str, value: object) -> Mapping[str, object] | None:
+        """An `alert`/`event`/`org` object, also as the JSON text "Encode as form" makes of it."""
+        if isinstance(value, Mapping):
+            return value
+        if value is None or (isinstance(value, str) and _is_blank(value)):
+            return None
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                decoded = json.loads(value)
+            except (ValueError, RecursionError):
+                decoded = None
+            if isinstance(decoded, dict):
+                return decoded
+        self.warnings.append(f"field {key!r}: expected an object, got {_show(value)}{_IGNORED}")
+        return None
+
+    def present(self, name: str) -> Iterator[tuple[str, object]]:
+        """(key, value) of each alias of `name` that holds something, preferred first."""
+        for path in _PATHS[name]:
+            found = self._values.get(path)
+            if found is None or found[1] is None:
+                continue
+            if isinstance(found[1], str) and _is_blank(found[1]):
+                continue
+            yield found
+
+    def texts(
+        self, name: str, check: Callable[[str], str | None] | None = None
+    ) -> Iterator[tuple[str, str]]:
+        """(key, stripped text) of each alias of `name` that is usable; the others are noted."""
+        for key, value in self.present(name):
+            text = self._string(name, key, value)
+            if text is None:
+                continue
+            problem = check(text) if check else None
+            if problem:
+                self.warnings.append(f"field {key!r}: {problem}{_IGNORED}")
+                continue
+            yield key, text
+
+    def text(self, name: str, check: Callable[[str], str | None] | None = None) -> str | None:
+        """The first usable value of `name`; None when there is none."""
+        return next((text for _, text in self.texts(name, check)), None)
+
+    def _string(self, name: str, key: str, value: object) -> str | None:
+        if name in _INT_ALLOWED and isinstance(value, int) and not isinstance(value, bool):
+            # Ids exceed 2^53: kept as exact decimal text, never through float.
+            return str(value)
+        if name in _FLOAT_ALLOWED and isinstance(value, float) and math.isfinite(value):
+            return repr(value)
+        if isinstance(value, str):
+            return value.strip()
+        expected = "a string or an integer" if name in _INT_ALLOWED else "a string"
+        self.warnings.append(f"field {key!r}: expected {expected}, got {_show(value)}{_IGNORED}")
+        return None
+
+    def tags(self) -> tuple[str, ...]:
+        """`$TAGS` text, or a list of tags (its strings; anything else in it is noted)."""
+        for key, value in self.present("tags"):
+            if not isinstance(value, list):
+                text = self._string("tags", key, value)
+                if text is None:
+                    continue
+                return split_tags(text)
+            tags = tuple(tag.strip() for tag in value if isinstance(tag, str) and tag.strip())
+            others = [item for item in value if not isinstance(item, str)]
+            if others:
+                self.warnings.append(
+                    f"field {key!r}: expected comma-separated tags ($TAGS) or a list of strings, "
+                    f"got {', '.join(_show(item) for item in others)} among them{_IGNORED}"
+                )
+            return tags
+        return ()
+
+    def absent(self, name: str) -> str:
+        """How a sender would recognise what it sent for `name`, when nothing was usable."""
+        found = [self._values[path] for path in _PATHS[name] if path in self._values]
+        if not found:
+            return "no " + " / ".join(repr(path) for path in _PATHS[name]) + " field"
+        key, value = found[0]
+        return f"{_show(value)} in {key!r}"
+
+
+def _path(key: str) -> str:
+    """A key as a path: snake case, `org[id]` as `org.id`."""
+    bracketed = _BRACKETED.match(key)
+    if bracketed:
+        return f"{_path(bracketed.group(1))}.{_path(bracketed.group(2))}"
+    return ".".join(_CAMEL_HUMP.sub("_", part).lower() for part in key.split("."))
+
+
+def _named_event_id(fields: _Fields, link: str | None, monitor_id: str | None) -> str | None:
+    """`$ID`, else the id in the `$LINK` link; a malformed one is noted and skipped."""
+    for key, event_id in fields.texts("id", check=_event_id_problem):
+        if event_id == monitor_id:
+            # Several published templates put `$ALERT_ID` under `id`: as a dedup key it would
+            # make every later alert of the monitor a duplicate of the first.
+            fields.warnings.append(
+                f"field {key!r}: {_show(event_id)} is the monitor id ($ALERT_ID), not the event "
+                "id ($ID); not used as the event id"
             )
+            continue
         return event_id
     if link is None:
         return None
@@ -140,11 +278,22 @@ def _event_id(payload: Mapping[str, object], link: str | None) -> str | None:
     if not found:
         return None
     if not is_event_id(found[-1]):
-        raise PayloadError(
-            f"field {_key(payload, 'link')!r}: {_EVENT_ID_EXPECTED} in the event link, "
-            f"got {_show(found[-1])} in {_show(link)}"
+        fields.warnings.append(
+            f"field 'link': {_EVENT_ID_EXPECTED} in the event link, got {_show(found[-1])} in "
+            f"{_show(link)}{_IGNORED}"
         )
+        return None
     return found[-1]
+
+
+def _event_id_problem(text: str) -> str | None:
+    return None if is_event_id(text) else f"{_EVENT_ID_EXPECTED}, got {_show(text)}"
+
+
+def _monitor_id_problem(text: str) -> str | None:
+    if _MONITOR_ID.fullmatch(text):
+        return None
+    return f"expected the monitor id ($ALERT_ID, at most 20 digits), got {_show(text)}"
 
 
 def _truncated(text: str, limit: int) -> str:
@@ -155,10 +304,10 @@ def _truncated(text: str, limit: int) -> str:
 
 
 def _transition(
-    payload: Mapping[str, object], title: str, titled: TitleTransition | None
+    fields: _Fields, title: str, titled: TitleTransition | None
 ) -> tuple[Transition, str, bool]:
     """`$ALERT_TRANSITION` when Datadog filled it with a known name, else the title prefix."""
-    named = _text(payload, "alert_transition")
+    named = fields.text("alert_transition")
     if named is not None:
         found = transition_from_name(named)
         if found:
@@ -172,39 +321,11 @@ def _transition(
     )
     if named is not None:
         received = f"{_show(named)} and title {_show(title)}"
-        field = _key(payload, "alert_transition")
+        field = next(fields.present("alert_transition"))[0]
     else:
         received = f"no transition field and title {_show(title)}"
-        field = _key(payload, "title")
+        field = next(fields.present("title"), ("title",))[0]
     raise PayloadError(f"field {field!r}: expected {expected}, got {received}")
-
-
-def _text(payload: Mapping[str, object], name: str) -> str | None:
-    """The stripped string under `name` or its aliases; None when absent, empty or unfilled."""
-    key = _key(payload, name)
-    return _string(key, payload.get(key), allow_int=name in _INT_ALLOWED)
-
-
-def _string(key: str, value: object, *, allow_int: bool) -> str | None:
-    if value is None:
-        return None
-    if allow_int and isinstance(value, int) and not isinstance(value, bool):
-        # Ids exceed 2^53: kept as exact decimal text, never through float.
-        return str(value)
-    if not isinstance(value, str):
-        expected = "a string or an integer" if allow_int else "a string"
-        raise PayloadError(f"field {key!r}: expected {expected}, got {_show(value)}")
-    return None if _is_blank(value) else value.strip()
-
-
-def _key(payload: Mapping[str, object], name: str) -> str:
-    """The first key for `name` that holds a value, or the preferred key when none does."""
-    keys = _KEYS[name]
-    for key in keys:
-        value = payload.get(key)
-        if value is not None and not (isinstance(value, str) and _is_blank(value)):
-            return key
-    return keys[0]
 
 
 def _is_blank(value: str) -> bool:
@@ -212,52 +333,23 @@ def _is_blank(value: str) -> bool:
     return not text or bool(_UNFILLED.match(text))
 
 
-def _absent_or(payload: Mapping[str, object], name: str) -> str:
-    present = [key for key in _KEYS[name] if key in payload]
-    if not present:
-        return "no " + " / ".join(repr(key) for key in _KEYS[name]) + " field"
-    return f"{_show(payload[present[0]])} in {present[0]!r}"
-
-
-def _epoch_ms(payload: Mapping[str, object], text: str, received_at_ms: int) -> int:
-    field = _key(payload, "date")
+def _epoch_problem(text: str, received_at_ms: int) -> str | None:
     if len(text) > _EPOCH_CHARS or not _EPOCH.fullmatch(text):
-        raise PayloadError(
-            f"field {field!r}: expected epoch milliseconds as a string, got {_show(text)}"
-        )
-    number = Decimal(text)
-    milliseconds = number * 1000 if number < _SECONDS_BELOW else number
-    if milliseconds > received_at_ms + _FUTURE_SLACK_MS:
+        return f"expected epoch milliseconds as a string, got {_show(text)}"
+    if _epoch_ms(text) > received_at_ms + _FUTURE_SLACK_MS:
         # The date itself may be past what a calendar can show (year 10000 and later).
         received = datetime.fromtimestamp(received_at_ms / 1000, tz=UTC)
-        raise PayloadError(
-            f"field {field!r}: {_show(text)} is in the future (more than a day after the "
-            f"router received it at {received.isoformat(timespec='seconds')})"
+        return (
+            f"{_show(text)} is in the future (more than a day after the router received it at "
+            f"{received.isoformat(timespec='seconds')})"
         )
-    return int(milliseconds)
+    return None
 
 
-def _tags(payload: Mapping[str, object]) -> tuple[str, ...]:
-    key = _key(payload, "tags")
-    value = payload.get(key)
-    if isinstance(value, list):
-        if not all(isinstance(tag, str) for tag in value):
-            raise PayloadError(
-                f"field {key!r}: expected comma-separated tags ($TAGS) or a list of strings, "
-                f"got {_show(value)}"
-            )
-        return tuple(tag.strip() for tag in value if tag.strip())
-    return split_tags(_text(payload, "tags"))
-
-
-def _org_id(payload: Mapping[str, object]) -> str | None:
-    """`org.id` of the default payload."""
-    org = payload.get("org")
-    if org is None:
-        return None
-    if not isinstance(org, Mapping):
-        raise PayloadError(f"field 'org': expected an object with an 'id', got {_show(org)}")
-    return _string("org.id", org.get("id"), allow_int=True)
+def _epoch_ms(text: str) -> int:
+    """Epoch seconds or milliseconds (already checked by `_epoch_problem`) as milliseconds."""
+    number = Decimal(text)
+    return int(number * 1000 if number < _SECONDS_BELOW else number)
 
 
 def _digest(payload: Mapping[str, object]) -> str:
