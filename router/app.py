@@ -22,6 +22,7 @@ from router.keys import RouterKeys
 from router.metrics import render as render_metrics
 from router.parsing.sns import CertificateUnavailable, SnsVerifier, fetch_certificate_https
 from router.queue import DeliveryQueue
+from router.reconcile import RECONCILE_STATUS_FIELDS, reconciler_health
 from router.redis_conn import connect
 
 log = logging.getLogger(__name__)
@@ -141,13 +142,22 @@ def create_app(
         try:
             client.ping()
             datadog = cast(dict[str, str], client.hgetall(queue.keys.enrichment_health))
+            reconcile = cast(
+                list[str | None],
+                client.hmget(queue.keys.reconcile_status, list(RECONCILE_STATUS_FIELDS)),
+            )
         except redis.RedisError as exc:
             return {"status": "unavailable", "checks": {"redis": f"unreachable: {exc}"}}, 503
-        # Ready means notifications are accepted; Datadog trouble only makes them partial,
-        # so it is reported here without failing readiness.
+        # Ready means notifications are accepted; Datadog trouble only makes them partial and
+        # a stale reconciler only delays repairs, so both are reported without failing it.
+        status = {k: v for k, v in zip(RECONCILE_STATUS_FIELDS, reconcile, strict=True) if v}
         return {
             "status": "ready",
-            "checks": {"redis": "ok", "datadog": _datadog_check(datadog)},
+            "checks": {
+                "redis": "ok",
+                "datadog": _datadog_check(datadog),
+                "reconciler": reconciler_health(status),
+            },
         }, 200
 
     @app.get("/metrics")

@@ -14,6 +14,7 @@ import redis
 
 from router.cli_breakers import breakers
 from router.cli_output import emit_json, when
+from router.cli_reconcile import reconcile
 from router.config import DEFAULT_CALLBACK_KEYWORD, Settings
 from router.demo import demo
 from router.errors import ConfigError
@@ -252,6 +253,7 @@ def dlq_purge(delivery_ids: tuple[str, ...], select_all: bool, yes: bool) -> Non
 
 cli.add_command(breakers)
 cli.add_command(demo)
+cli.add_command(reconcile)
 
 
 def main() -> None:

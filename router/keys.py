@@ -67,6 +67,31 @@ class RouterKeys:
         """String: token of the process reading this monitor from Datadog right now (a lease)."""
         return f"{self.prefix}:dd-monitor-read:{monitor_id}"
 
+    @property
+    def reconcile_targets(self) -> str:
+        """Hash of `<monitor id> <callback URL>` -> JSON: what that callback was last told."""
+        return f"{self.prefix}:reconcile:targets"
+
+    @property
+    def reconcile_leader(self) -> str:
+        """String with a TTL: the name of the worker that runs the reconciler (a lease)."""
+        return f"{self.prefix}:reconcile:leader"
+
+    @property
+    def reconcile_status(self) -> str:
+        """Hash: last cycle (`last_success_ms`, `last_run_ms`, `last_error`) and per-monitor
+        outcomes (`monitor:<id>` -> JSON), for /readyz, /metrics and the dashboard."""
+        return f"{self.prefix}:reconcile:status"
+
+    def notify_fold(self, fingerprint: str) -> str:
+        """Hash: a notification fold window (first/last time, count), shared by all workers."""
+        return f"{self.prefix}:notify:fold:{fingerprint}"
+
+    @property
+    def notify_folds(self) -> str:
+        """Sorted set of open fold fingerprints scored by when their window ends."""
+        return f"{self.prefix}:notify:folds"
+
 
 DEFAULT_BREAKER_PREFIX = "breakers"
 

@@ -33,10 +33,12 @@ from router.callback_body import build_callback_body
 from router.config import SHED_PARKED_AFTER_CLAIM_IDLE, Settings, format_duration
 from router.delivery import AttemptResult, CallbackSender
 from router.endpoints import EndpointGate
-from router.enrich import Enricher
+from router.enrich import Enricher, MonitorRead
 from router.keys import RouterKeys
 from router.model import Enrichment, Notification
 from router.queue import Claim, Delivery, DeliveryQueue, Settled, now_ms
+from router.reconcile import READ_BUDGET_S as RECONCILE_READ_BUDGET_S
+from router.reconcile import Reconciler, ReconcilerLoop, ToldBook
 from router.redis_conn import connect
 from router.retry import RetryPolicy
 
@@ -126,6 +128,20 @@ class Worker:
 
         self.enrich = enrich
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.told = ToldBook(self.redis, self.queue.keys)
+        self.reconciler: ReconcilerLoop | None = None
+        if self.enricher is not None and self.enricher.enabled:
+            reader = self.enricher
+
+            def read_monitor(monitor_id: str) -> MonitorRead:
+                return reader.read_monitor(monitor_id, budget_s=RECONCILE_READ_BUDGET_S)
+
+            self.reconciler = ReconcilerLoop(
+                Reconciler(self.queue, read_monitor, keyword=settings.callback_keyword),
+                name=self.name,
+                interval_s=settings.reconcile_interval_s,
+                heartbeat_url=settings.heartbeat_url,
+            )
         self._stop = threading.Event()
         self._lock = threading.Condition()
         self._in_flight = 0
@@ -164,6 +180,13 @@ class Worker:
             self.settings.per_endpoint_concurrency,
             ",".join(format_duration(s) for s in self.settings.retry_schedule),
         )
+        if self.reconciler is not None:
+            self.reconciler.start()
+        else:
+            log.warning(
+                "reconciler off: it reads monitors from Datadog, and DD_API_KEY/DD_APP_KEY are "
+                "not set; a lost recovery stays until the monitor's next notification"
+            )
         backoff = 0.0
         next_move = next_reclaim = next_heartbeat = next_shed = 0.0
         group_ready = False
@@ -234,6 +257,8 @@ class Worker:
         return delay
 
     def _drain(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
         self._hand_back_parked()
         with self._lock:
             if self._in_flight:
@@ -391,6 +416,7 @@ class Worker:
         )
         if result.outcome == "delivered":
             settled = self.queue.complete(claim, delivery, attempt=attempt)
+            self._remember_told(delivery, body)
         elif result.outcome == "permanent":
             settled = self._dead(
                 claim, delivery, f"permanent failure: {result.error}", attempt=attempt
@@ -405,6 +431,15 @@ class Worker:
                 settled,
             )
         return result.duration_ms / 1000
+
+    def _remember_told(self, delivery: Delivery, body: dict[str, Any]) -> None:
+        """What the callback now knows, for the reconciler (late or not: it was told)."""
+        try:
+            self.told.record_delivered(delivery, body)
+        except redis.RedisError as exc:
+            # The next notification or reconcile snapshot tells it again; nothing is lost.
+            log.warning("delivery=%s delivered, but not remembered for the reconciler: %s",
+                        delivery.id, exc)  # fmt: skip
 
     def _retry_or_give_up(
         self, claim: Claim, delivery: Delivery, result: AttemptResult, attempt: dict[str, Any]

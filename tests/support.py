@@ -98,6 +98,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
+        # A heartbeat check-in (ROUTER_HEARTBEAT_URL) is a GET: recorded and answered alike.
+        do_GET = do_POST
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 

@@ -20,6 +20,7 @@ from router.enrich.engine import (
     KEYS_MISSING,
     MONITOR_CACHE_TTL_S,
     Enricher,
+    MonitorRead,
     recommended_budget,
 )
 from router.enrich.snapshot import EventSnapshot, MonitorSnapshot, group_tags
@@ -37,6 +38,7 @@ __all__ = [
     "DatadogUnavailable",
     "Enricher",
     "EventSnapshot",
+    "MonitorRead",
     "MonitorSnapshot",
     "RateLimitInfo",
     "group_tags",

@@ -233,6 +233,22 @@ class Enricher:
         )
         return enrichment
 
+    def read_monitor(self, monitor_id: str, *, budget_s: float) -> MonitorRead:
+        """The monitor's current state, shared with the deliveries' reads (cached a few seconds,
+        one read per monitor across processes, within Datadog's rate limits); never raises."""
+        if self._api is None:
+            return MonitorRead(problem=KEYS_MISSING)
+        if not is_id(monitor_id):
+            return MonitorRead(problem=f"monitor id {monitor_id!r} is not a Datadog monitor id")
+        try:
+            read = self._monitor(self._api, monitor_id, self._clock() + max(0.0, budget_s))
+        except Exception:
+            logger.exception("reading monitor=%s failed unexpectedly", monitor_id)
+            return MonitorRead(problem="internal error while reading the monitor")
+        if isinstance(read, MonitorSnapshot):
+            return MonitorRead(snapshot=read)
+        return MonitorRead(problem=read.problem, missing=isinstance(read.error, DatadogNotFound))
+
     def health(self) -> dict[str, Any]:
         """For /readyz detail: `ok` is false while Datadog refuses the keys."""
         book = self._book.snapshot()
@@ -277,8 +293,9 @@ class Enricher:
         if event_id is not None and not is_id(event_id):
             problems.append(f"event id {event_id!r} is not a numeric v1 event id")
             event_id = None
-        # The event is read only for what the notification lacks (default payload, SNS).
-        needs_event = monitor_id is None or not n.tags
+        # The event is read only for what the notification lacks (default payload, SNS). A
+        # reconcile snapshot has no event: the monitor read is the whole of it.
+        needs_event = n.source != "reconciler" and (monitor_id is None or not n.tags)
         if monitor_id is None and event_id is None:
             problems.append("the notification names neither a monitor nor an event to read")
             return Enrichment(status="none", problems=tuple(problems))
@@ -632,6 +649,16 @@ class Enricher:
 
 
 _STOPPING = "the Datadog read was cancelled: the router is stopping"
+
+
+@dataclass(frozen=True)
+class MonitorRead:
+    """What `Enricher.read_monitor` found: a snapshot, or why not (`missing`: Datadog has no
+    such monitor, e.g. it was deleted)."""
+
+    snapshot: MonitorSnapshot | None = None
+    problem: str | None = None
+    missing: bool = False
 
 
 def _not_found(monitor_id: str) -> str:

@@ -67,6 +67,9 @@ class MonitorSnapshot:
     groups: tuple[MonitorGroup, ...]
     # Wall-clock ms when the read was *started*: it reflects every change before that moment.
     fetched_at_ms: int
+    # The monitor's message template (conditionals unrendered): the reconciler checks that it
+    # still names a callback. None when the read did not carry it (an older cache entry).
+    message: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -77,6 +80,7 @@ class MonitorSnapshot:
                 "tags": list(self.tags),
                 "groups": [group.to_body() for group in self.groups],
                 "fetched_at_ms": self.fetched_at_ms,
+                "message": self.message,
             }
         )
 
@@ -101,6 +105,7 @@ class MonitorSnapshot:
                     for group in data["groups"]
                 ),
                 fetched_at_ms=int(data["fetched_at_ms"]),
+                message=data.get("message"),
             )
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a monitor snapshot: {exc}") from exc
@@ -128,6 +133,7 @@ def monitor_from_api(
             )
     name = body.get("name")
     overall = body.get("overall_state")
+    message = body.get("message")
     return MonitorSnapshot(
         monitor_id=_id_text(body.get("id")) or requested_id,
         name=name if isinstance(name, str) else None,
@@ -135,6 +141,7 @@ def monitor_from_api(
         tags=_tags(body.get("tags")),
         groups=tuple(sorted(groups, key=lambda group: group.name)),
         fetched_at_ms=fetched_at_ms,
+        message=message if isinstance(message, str) else None,
     )
 
 
