@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from router.errors import ConfigError
-from router.keys import DEFAULT_ROUTER_PREFIX
+from router.keys import DEFAULT_BREAKER_PREFIX, DEFAULT_ROUTER_PREFIX
 
 SECRET_NAMES = (
     "ROUTER_INBOUND_TOKEN",
@@ -154,6 +154,8 @@ class Settings:
     dd_api_host: str | None = None
     slack_webhook_url: str | None = None
     key_prefix: str = DEFAULT_ROUTER_PREFIX
+    # Where the services' breakers live (their `Breakers(prefix=...)`): what the dashboard shows.
+    breakers_prefix: str = DEFAULT_BREAKER_PREFIX
     callback_keyword: str = DEFAULT_CALLBACK_KEYWORD
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
@@ -207,6 +209,7 @@ class Settings:
             dd_api_host=env.get("DD_API_HOST") or None,
             slack_webhook_url=_read_secret(env, "SLACK_WEBHOOK_URL"),
             key_prefix=env.get("ROUTER_KEY_PREFIX") or DEFAULT_ROUTER_PREFIX,
+            breakers_prefix=env.get("BREAKERS_PREFIX") or DEFAULT_BREAKER_PREFIX,
             callback_keyword=env.get("ROUTER_CALLBACK_KEYWORD") or DEFAULT_CALLBACK_KEYWORD,
             max_body_bytes=integer("ROUTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             delivery_timeout_s=duration("ROUTER_DELIVERY_TIMEOUT", DEFAULT_DELIVERY_TIMEOUT_S),

@@ -51,6 +51,16 @@ class RouterKeys:
         return f"{self.prefix}:delivery:{delivery_id}"
 
     @property
+    def recent_deliveries(self) -> str:
+        """Sorted set of delivery id -> ms of its latest change, capped: what the dashboard lists."""
+        return f"{self.prefix}:recent-deliveries"
+
+    @property
+    def audit(self) -> str:
+        """Capped stream of what people did from the dashboard or API: who, what, why, when."""
+        return f"{self.prefix}:audit"
+
+    @property
     def delivery_pattern(self) -> str:
         return f"{self.prefix}:delivery:*"
 

@@ -32,12 +32,26 @@ from router.model import Notification
 
 Status = Literal["queued", "retrying", "delivered", "dead"]
 
-_ENQUEUE = """
--- KEYS[1]=stream, KEYS[2]=stats, KEYS[2+i]=record of delivery i
+# The dashboard lists this many of the latest deliveries; older records stay loadable by id
+# (and dead letters in their own stream) until their retention ends.
+RECENT_DELIVERIES_MAX = 1000
+
+# Each script that changes a delivery's status notes it in the recent index, capped as it goes.
+_RECENT = f"""
+local function note_recent(index, id, ms)
+  redis.call('ZADD', index, ms, id)
+  redis.call('ZREMRANGEBYRANK', index, 0, -{RECENT_DELIVERIES_MAX + 1})
+end
+"""
+
+_ENQUEUE = (
+    _RECENT
+    + """
+-- KEYS[1]=stream, KEYS[2]=stats, KEYS[3]=recent index, KEYS[3+i]=record of delivery i
 -- ARGV[1]=now_ms, ARGV[2]=notification json, ARGV[1+2i]=delivery id i, ARGV[2+2i]=url i
 local created = {}
-for i = 3, #KEYS do
-  local n = i - 2
+for i = 4, #KEYS do
+  local n = i - 3
   local id, url = ARGV[1 + 2 * n], ARGV[2 + 2 * n]
   if redis.call('EXISTS', KEYS[i]) == 0 then
     redis.call('HSET', KEYS[i], 'id', id, 'url', url, 'notification', ARGV[2],
@@ -46,6 +60,7 @@ for i = 3, #KEYS do
       'replays', '0')
     redis.call('XADD', KEYS[1], '*', 'id', id)
     redis.call('HINCRBY', KEYS[2], 'accepted', 1)
+    note_recent(KEYS[3], id, ARGV[1])
     created[n] = 1
   else
     redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
@@ -54,6 +69,7 @@ for i = 3, #KEYS do
 end
 return created
 """
+)
 
 # Due retries move back to the stream atomically, so two workers never both move one.
 _MOVE_DUE = """
@@ -68,8 +84,11 @@ return #due
 
 # A replay starts a fresh round: attempts and reclaims count from zero again (a delivery
 # parked as poison would otherwise be parked again at once), while id and history stay.
-_REPLAY = """
--- KEYS[1]=record, KEYS[2]=stream, KEYS[3]=dead stream, KEYS[4]=stats; ARGV[1]=now_ms
+_REPLAY = (
+    _RECENT
+    + """
+-- KEYS[1]=record, KEYS[2]=stream, KEYS[3]=dead stream, KEYS[4]=stats, KEYS[5]=recent index
+-- ARGV[1]=now_ms
 if redis.call('HGET', KEYS[1], 'status') ~= 'dead' then return 0 end
 local dead_entry = redis.call('HGET', KEYS[1], 'dead_entry')
 if dead_entry then redis.call('XDEL', KEYS[3], dead_entry) end
@@ -80,16 +99,19 @@ redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('PERSIST', KEYS[1])
 redis.call('XADD', KEYS[2], '*', 'id', redis.call('HGET', KEYS[1], 'id'))
 redis.call('HINCRBY', KEYS[4], 'replayed', 1)
+note_recent(KEYS[5], redis.call('HGET', KEYS[1], 'id'), ARGV[1])
 return 1
 """
+)
 
 # Checked and deleted in one step, so a replay landing in between cannot be lost.
 _PURGE = """
--- KEYS[1]=record, KEYS[2]=dead stream
+-- KEYS[1]=record, KEYS[2]=dead stream, KEYS[3]=recent index; ARGV[1]=delivery id
 if redis.call('HGET', KEYS[1], 'status') ~= 'dead' then return 0 end
 local dead_entry = redis.call('HGET', KEYS[1], 'dead_entry')
 if dead_entry and dead_entry ~= '' then redis.call('XDEL', KEYS[2], dead_entry) end
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
@@ -121,8 +143,10 @@ end
 # claim is still the current one. A late result is kept in the attempt history, nothing more.
 _SETTLE = (
     _HOLDS
+    + _RECENT
     + """
--- KEYS[1]=record, KEYS[2]=stream, KEYS[3]=delayed zset, KEYS[4]=dead stream, KEYS[5]=stats
+-- KEYS[1]=record, KEYS[2]=stream, KEYS[3]=delayed zset, KEYS[4]=dead stream, KEYS[5]=stats,
+-- KEYS[6]=recent index
 -- ARGV[1]=what (delivered|retrying|dead|defer|drop), ARGV[2]=entry id, ARGV[3]=consumer,
 -- ARGV[4]=group, ARGV[5]=now_ms, ARGV[6]=attempt json ('' = none), ARGV[7]=the same attempt
 -- marked late, ARGV[8]=due_ms, ARGV[9]=reason, ARGV[10]=retention_ms, ARGV[11]=delivery id
@@ -132,6 +156,7 @@ if redis.call('HEXISTS', KEYS[1], 'notification') == 0 then
   -- Purged by a person, lost with Redis's data, or a half-record of an older version:
   -- there is nothing left to deliver, so the entry is dropped, never retried for ever.
   redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[6], ARGV[11])
   if ours then release(KEYS[2], group, entry) end
   redis.call('HINCRBY', KEYS[5], 'missing_records', 1)
   return 'missing'
@@ -182,6 +207,7 @@ elseif what == 'dead' then
 else
   return redis.error_reply('unknown settle ' .. what)
 end
+if what ~= 'defer' then note_recent(KEYS[6], ARGV[11], now) end
 release(KEYS[2], group, entry)
 return 'done'
 """
@@ -332,7 +358,8 @@ class DeliveryQueue:
         args: list[str | int] = [self._clock(), json.dumps(notification.to_dict())]
         for delivery_id, url in zip(ids, urls, strict=True):
             args += [delivery_id, url]
-        keys = [self.keys.stream, self.keys.stats] + [self.keys.delivery(i) for i in ids]
+        keys = [self.keys.stream, self.keys.stats, self.keys.recent_deliveries]
+        keys += [self.keys.delivery(i) for i in ids]
         created = self._enqueue(keys=keys, args=args)
         return [
             Enqueued(delivery_id=i, url=u, created=bool(c))
@@ -446,6 +473,7 @@ class DeliveryQueue:
             self.keys.delayed,
             self.keys.dead,
             self.keys.stats,
+            self.keys.recent_deliveries,
         ]
         encoded = late = ""
         if attempt is not None:
@@ -492,13 +520,20 @@ class DeliveryQueue:
 
     def replay(self, delivery_id: str) -> bool:
         """Queue a dead delivery again under its own id; False if it is not dead."""
-        keys = [self.keys.delivery(delivery_id), self.keys.stream, self.keys.dead, self.keys.stats]
+        keys = [
+            self.keys.delivery(delivery_id),
+            self.keys.stream,
+            self.keys.dead,
+            self.keys.stats,
+            self.keys.recent_deliveries,
+        ]
         return bool(self._replay(keys=keys, args=[self._clock()]))
 
     def purge(self, delivery_ids: Iterable[str]) -> int:
         """Forget dead deliveries for good; returns how many were removed."""
+        keys = [self.keys.dead, self.keys.recent_deliveries]
         return sum(
-            int(self._purge(keys=[self.keys.delivery(delivery_id), self.keys.dead]))
+            int(self._purge(keys=[self.keys.delivery(delivery_id), *keys], args=[delivery_id]))
             for delivery_id in delivery_ids
         )
 
@@ -524,3 +559,20 @@ class DeliveryQueue:
 
     def stats(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
+
+    def recent(self, limit: int) -> list[Delivery]:
+        """The `limit` deliveries changed last, newest first; expired records leave the index."""
+        ids = cast(list[str], self.redis.zrevrange(self.keys.recent_deliveries, 0, limit - 1))
+        pipe = self.redis.pipeline(transaction=False)
+        for delivery_id in ids:
+            pipe.hgetall(self.keys.delivery(delivery_id))
+        found, gone = [], []
+        for delivery_id, data in zip(ids, pipe.execute(), strict=True):
+            delivery = Delivery.from_hash(data) if data else None
+            if delivery is None:
+                gone.append(delivery_id)
+            else:
+                found.append(delivery)
+        if gone:  # retention expired them (or a purge raced this read)
+            self.redis.zrem(self.keys.recent_deliveries, *gone)
+        return found
