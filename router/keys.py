@@ -127,6 +127,26 @@ class BreakerKeys:
         """Pub/sub channel: each change publishes the member whose record changed."""
         return f"{self.prefix}:changes"
 
+    # The next three sit beside `index`: the write scripts derive them from its name.
+    @property
+    def revision(self) -> str:
+        """Counter: the revision of the newest breaker write (every write takes the next)."""
+        return f"{self.prefix}:revision"
+
+    @property
+    def revisions(self) -> str:
+        """Sorted set of member -> revision of its last write (or prune): what resyncs read."""
+        return f"{self.prefix}:revisions"
+
+    @property
+    def written(self) -> str:
+        """Sorted set of member -> ms of its last write (or last prune check): what prunes read."""
+        return f"{self.prefix}:written"
+
+    def member_keys(self, member: str) -> tuple[str, ...]:
+        """Every key that belongs to one breaker; pruning a breaker deletes exactly these."""
+        return (self.record(member), self.history(member), self.groups(member))
+
     def record(self, member: str) -> str:
         """Hash holding one breaker's state, override and version (see router.client.store)."""
         return f"{self.prefix}:state:{member}"

@@ -29,7 +29,18 @@ from redis.retry import Retry
 
 from router.client.errors import BreakerOpen
 from router.client.model import BreakerState, HistoryEntry, Record
-from router.client.states import breaker_state, effective_state
+from router.client.states import (
+    AFTER,
+    ROW,
+    SHARE0,
+    SLOPE,
+    STATIC,
+    UNTIL,
+    breaker_state,
+    denies,
+    effective_state,
+    timed_denies,
+)
 from router.client.store import DEFAULT_HISTORY_MAX, Store
 from router.client.sync import Snapshot, Syncer
 from router.client.writes import BreakerWriter, check_target
@@ -50,6 +61,10 @@ CONNECT_TIMEOUT_S = 1.0
 HEALTH_CHECK_INTERVAL_S = 10
 # How long `from_url` waits for the first snapshot; a down Redis answers "refused" at once.
 DEFAULT_STARTUP_WAIT_S = 2.0
+# A closed breaker nobody wrote to for this long is deleted: far beyond any retry or replay
+# of an event about it, so no order between events is lost, while a fleet that names a new
+# key per customer or per deploy does not grow its Redis and every process's snapshot for good.
+DEFAULT_IDLE_TTL_S = 30 * 24 * 3600.0
 
 # Every live instance, so a forked child can reset them all (a WeakSet: no leak).
 _live: weakref.WeakSet[Breakers] = weakref.WeakSet()
@@ -75,6 +90,7 @@ class Breakers(BreakerWriter):
         resync_interval: float = DEFAULT_RESYNC_INTERVAL_S,
         ramp_window: float = DEFAULT_RAMP_WINDOW_S,
         history_max: int = DEFAULT_HISTORY_MAX,
+        idle_ttl: float | None = DEFAULT_IDLE_TTL_S,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         sync: bool = True,
@@ -82,7 +98,9 @@ class Breakers(BreakerWriter):
         """Use `client` (made with `decode_responses=True`); `sync=False` makes a write-only handle.
 
         `clock` returns Unix seconds and `rng` a float in [0, 1); tests inject both. The ramp
-        window is stored with each recovery, so every process ramps the same way.
+        window is stored with each recovery, so every process ramps the same way. The sync
+        thread prunes breakers closed and unwritten for `idle_ttl` seconds after each periodic
+        resync (None: this process never prunes; the shortest setting in a fleet wins).
         """
         if not client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("Breakers needs a Redis client made with decode_responses=True")
@@ -98,7 +116,13 @@ class Breakers(BreakerWriter):
         self._sync = sync
         self._store = Store(client, self.keys, history_max=history_max)
         self._snap = Snapshot(self._now_ms)
-        self._syncer = Syncer(self._store, self._snap, resync_interval=resync_interval)
+        self._syncer = Syncer(
+            self._store,
+            self._snap,
+            resync_interval=resync_interval,
+            idle_ttl=idle_ttl,
+            now_ms=self._now_ms,
+        )
         # `is_open` takes its fast path only once the snapshot is loaded and the sync thread
         # runs in this process; everything else (first use after a fork too) goes slow once.
         self._fast = False
@@ -119,6 +143,7 @@ class Breakers(BreakerWriter):
         resync_interval: float = DEFAULT_RESYNC_INTERVAL_S,
         ramp_window: float = DEFAULT_RAMP_WINDOW_S,
         history_max: int = DEFAULT_HISTORY_MAX,
+        idle_ttl: float | None = DEFAULT_IDLE_TTL_S,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         sync: bool = True,
@@ -146,6 +171,7 @@ class Breakers(BreakerWriter):
             resync_interval=resync_interval,
             ramp_window=ramp_window,
             history_max=history_max,
+            idle_ttl=idle_ttl,
             clock=clock,
             rng=rng,
             sync=sync,
@@ -163,22 +189,27 @@ class Breakers(BreakerWriter):
         by_key = self._snap.hot.get(name)
         if by_key is None:
             return False
+        # Inlined (no helper call): an entry is True (refuse) or a timed rule, see `Entry`.
         if key is not None:
             entry = by_key.get(key)
             if entry is not None:
-                static = entry.static
-                if static is None:
-                    if entry.denies(self._clock, self._rng):
+                if entry[STATIC]:
+                    return True
+                now = self._clock()
+                if now < entry[UNTIL]:
+                    if self._rng() >= entry[SHARE0] + entry[SLOPE] * now:
                         return True
-                elif static:
+                elif entry[AFTER] or (entry[AFTER] is None and timed_denies(entry, now, self._rng)):
                     return True
         entry = by_key.get(None)
         if entry is None:
             return False
-        static = entry.static
-        if static is None:
-            return entry.denies(self._clock, self._rng)
-        return static
+        if entry[STATIC]:
+            return True
+        now = self._clock()
+        if now < entry[UNTIL]:
+            return self._rng() >= entry[SHARE0] + entry[SLOPE] * now
+        return entry[AFTER] or (entry[AFTER] is None and timed_denies(entry, now, self._rng))
 
     def check(self, name: str, key: str | None = None) -> None:
         """Raise `BreakerOpen` (naming breaker, state, reason, since) if a call must not be made."""
@@ -200,8 +231,8 @@ class Breakers(BreakerWriter):
             entry = by_key.get(which)
             if entry is None:
                 continue
-            if entry.static if entry.static is not None else entry.denies(self._clock, self._rng):
-                state = breaker_state(entry.record, self._now_ms())
+            if entry[STATIC] or denies(entry, self._clock(), self._rng):
+                state = breaker_state(Record(*entry[ROW]), self._now_ms())
                 raise BreakerOpen(
                     name,
                     key,
@@ -291,6 +322,7 @@ class Breakers(BreakerWriter):
             "resync_errors": self._syncer.resync_errors,
             "messages": self._syncer.messages,
             "reconnects": self._syncer.reconnects,
+            "pruned": self._syncer.pruned,
             "fail_mode": self.fail_mode,
             "fail_mode_answers": self.fail_mode_answers,
         }
@@ -303,6 +335,13 @@ class Breakers(BreakerWriter):
         if not self._sync:
             self._fast = True
         return count
+
+    def prune(self) -> int:
+        """Delete breakers closed and unwritten for `idle_ttl` now; returns how many.
+
+        The sync thread does this after each periodic resync; a write racing it is never lost.
+        """
+        return self._syncer.prune()
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to `timeout` s for the first snapshot (or a failed attempt); True if loaded."""

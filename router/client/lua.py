@@ -36,6 +36,25 @@ local function monitor_state(h, now)
   return 'closed'
 end
 
+-- `<prefix>:revision`, `:revisions` and `:written` sit beside `<prefix>:index` (see
+-- router.keys.BreakerKeys), so every script that knows the index knows them.
+local function sibling(index, kind)
+  return string.sub(index, 1, #index - #'index') .. kind
+end
+
+-- The revision for a write: the counter's next, and above the record's own (records written
+-- before revisions were global counted per record), so a newer write always has a higher one.
+local function next_revision(index, h)
+  local counter = sibling(index, 'revision')
+  local rev = redis.call('INCR', counter)
+  local held = num(h['rev'])
+  if held ~= nil and rev <= held then
+    rev = held + 1
+    redis.call('SET', counter, tostring(rev))
+  end
+  return tostring(rev)
+end
+
 local function has_override(h)
   return h['forced'] ~= nil and h['forced'] ~= ''
 end
@@ -146,10 +165,17 @@ local function apply(c, a)
 
   local new = effective(h, now)
   if changed or expired or touched then
-    for _, f in ipairs({'updated_ms', a.now_s}) do set[#set + 1] = f end
+    -- Idle time counts from the last write that named this breaker or changed it: a snapshot
+    -- that only restamps the version of a key it does not list keeps its age (NX: a record
+    -- from before this bookkeeping still gets an age).
+    local named = changed or expired or not a.implicit
+    local rev = next_revision(c.index, h)
+    set[#set + 1] = 'rev'; set[#set + 1] = rev
+    if named then set[#set + 1] = 'updated_ms'; set[#set + 1] = a.now_s end
     redis.call('HSET', c.rec, unpack(set))
-    redis.call('HINCRBY', c.rec, 'rev', 1)
     redis.call('SADD', c.index, c.member)
+    redis.call('ZADD', sibling(c.index, 'revisions'), rev, c.member)
+    redis.call('ZADD', sibling(c.index, 'written'), named and 'GT' or 'NX', a.now_s, c.member)
   end
   if changed then
     log_change(c, a.now_s, a.log_action or a.action, old, new, h, now, reason, source, by)
@@ -180,6 +206,53 @@ return apply(c, a)
 )
 
 # KEYS: index.
+# ARGV: cutoff_ms, now_ms, batch, channel, then the prefix of every per-breaker key (the
+#       record's first; `BreakerKeys.member_keys`).
+# Looks at up to `batch` breakers whose last write is at or before `cutoff_ms`. One that reads
+# closed with no override in force now is deleted (every per-breaker key, its index entry)
+# and leaves a tombstone: a new revision in `revisions`, so a resync drops it too, and its
+# member on the channel. One still open or held by a person is looked at again one idle time
+# later. A tombstone is tidied once it is itself that old. Check and delete are one script,
+# so a write is either before the prune (and the breaker is not idle) or after it (and
+# recreates the breaker with a higher revision): never lost.
+# Returns {examined, {member, revision, ...} pruned}.
+PRUNE = (
+    _PRELUDE
+    + r"""
+local index, cutoff, now, channel = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[4]
+local written, revisions = sibling(index, 'written'), sibling(index, 'revisions')
+local rec_prefix = ARGV[5]
+local candidates = redis.call('ZRANGEBYSCORE', written, '-inf', cutoff, 'LIMIT', 0, ARGV[3])
+local pruned = {}
+for _, member in ipairs(candidates) do
+  local h = load(rec_prefix .. member)
+  local updated = num(h['updated_ms'])
+  if next(h) == nil then
+    for i = 6, #ARGV do redis.call('DEL', ARGV[i] .. member) end
+    redis.call('ZREM', written, member)
+    redis.call('ZREM', revisions, member)
+    redis.call('SREM', index, member)
+  elseif updated ~= nil and updated > tonumber(cutoff) then
+    -- Written since by something that did not note it here: its age is the record's.
+    redis.call('ZADD', written, h['updated_ms'], member)
+  elseif not override_active(h, now) and monitor_state(h, now) == 'closed' then
+    local rev = next_revision(index, h)
+    for i = 5, #ARGV do redis.call('DEL', ARGV[i] .. member) end
+    redis.call('SREM', index, member)
+    redis.call('ZADD', revisions, rev, member)
+    redis.call('ZADD', written, ARGV[2], member)
+    redis.call('PUBLISH', channel, member)
+    pruned[#pruned + 1] = member
+    pruned[#pruned + 1] = rev
+  else
+    redis.call('ZADD', written, ARGV[2], member)
+  end
+end
+return {#candidates, pruned}
+"""
+)
+
+# KEYS: index.
 # ARGV: name, record key prefix, history key prefix, reason, source, version, now_ms, ramp_ms,
 #       history_max, channel, owner, n, then n triples of (member, 'open'|'close', version).
 # A listed member obeys its own version ('' = the snapshot's). The breaker's other keyed
@@ -203,7 +276,7 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if not listed[member] and string.sub(member, 1, #keyed) == keyed then
     local source = redis.call('HGET', rec_prefix .. member, 'source') or ''
     if owner == '' or string.sub(source, 1, #owner) == owner then
-      todo[#todo + 1] = {member, 'close', ARGV[6]}
+      todo[#todo + 1] = {member, 'close', ARGV[6], true}
     end
   end
 end
@@ -216,7 +289,8 @@ for _, item in ipairs(todo) do
              member = member, name = name, key = key, hist_max = ARGV[9], channel = ARGV[10]}
   local a = {action = action, log_action = 'snapshot_' .. action, reason = ARGV[4],
              source = ARGV[5], version = version, now = tonumber(ARGV[7]), now_s = ARGV[7],
-             ramp_ms = tonumber(ARGV[8]), ramp_s = ARGV[8], by = '', until_s = ''}
+             ramp_ms = tonumber(ARGV[8]), ramp_s = ARGV[8], by = '', until_s = '',
+             implicit = item[4]}
   local r = apply(c, a)
   results[#results + 1] = {member, r[1], r[2], r[3], r[4]}
 end

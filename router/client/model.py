@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from router.keys import BreakerKeys
 
@@ -16,6 +16,46 @@ MonitorState = Literal["closed", "open", "recovering"]
 # What callers see: the monitor's state unless a person's override is in force.
 State = Literal["closed", "open", "recovering", "forced_open", "forced_closed"]
 Outcome = Literal["changed", "unchanged", "stale"]
+
+# A `Record`'s fields as a plain tuple, in field order (`Record(*row)` rebuilds it): what a
+# process's snapshot holds. The garbage collector stops tracking a tuple of plain values, so
+# 100,000 breakers neither lengthen nor trigger the full collections that stall every thread.
+RecordRow = tuple[
+    str, str | None, str, str, str, int | None, int | None, int, str | None, str, str,
+    int | None, int | None, int | None, int,
+]  # fmt: skip
+# Positions in a row of the fields read without building a `Record`.
+ROW_STATE: Final = 2
+ROW_FORCED: Final = 8
+ROW_UPDATED_MS: Final = 13
+ROW_REV: Final = 14
+
+
+def row_from_hash(
+    member: str, fields: Mapping[str, str], strings: dict[str, str] | None = None
+) -> RecordRow:
+    """A record's row straight from its hash; `strings` shares equal texts between rows."""
+    name, key = BreakerKeys.split_member(member)
+    get = fields.get
+    text = (lambda s: strings.setdefault(s, s)) if strings is not None else (lambda s: s)
+    forced = get("forced") or None
+    return (
+        text(name),
+        key,
+        text(get("state") or "closed"),
+        text(get("reason", "")),
+        text(get("source", "")),
+        _int(get("since_ms")),
+        _int(get("version")),
+        _int(get("ramp_ms")) or 0,
+        forced and text(forced),
+        text(get("forced_reason", "")),
+        text(get("forced_by", "")),
+        _int(get("forced_since_ms")),
+        _int(get("forced_until_ms")),
+        _int(get("updated_ms")),
+        _int(get("rev")) or 0,
+    )
 
 
 def _int(value: str | None) -> int | None:
@@ -51,23 +91,25 @@ class Record:
 
     @classmethod
     def from_hash(cls, member: str, fields: Mapping[str, str]) -> Record:
-        name, key = BreakerKeys.split_member(member)
-        return cls(
-            name=name,
-            key=key,
-            state=fields.get("state") or "closed",
-            reason=fields.get("reason", ""),
-            source=fields.get("source", ""),
-            since_ms=_int(fields.get("since_ms")),
-            version=_int(fields.get("version")),
-            ramp_ms=_int(fields.get("ramp_ms")) or 0,
-            forced=fields.get("forced") or None,
-            forced_reason=fields.get("forced_reason", ""),
-            forced_by=fields.get("forced_by", ""),
-            forced_since_ms=_int(fields.get("forced_since_ms")),
-            forced_until_ms=_int(fields.get("forced_until_ms")),
-            updated_ms=_int(fields.get("updated_ms")),
-            rev=_int(fields.get("rev")) or 0,
+        return cls(*row_from_hash(member, fields))
+
+    def row(self) -> RecordRow:
+        return (
+            self.name,
+            self.key,
+            self.state,
+            self.reason,
+            self.source,
+            self.since_ms,
+            self.version,
+            self.ramp_ms,
+            self.forced,
+            self.forced_reason,
+            self.forced_by,
+            self.forced_since_ms,
+            self.forced_until_ms,
+            self.updated_ms,
+            self.rev,
         )
 
     @classmethod

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import cast
+from typing import Final
 
-from router.client.model import BreakerState, MonitorState, Record, State
+from router.client.model import (
+    ROW_FORCED,
+    ROW_STATE,
+    BreakerState,
+    MonitorState,
+    Record,
+    RecordRow,
+    State,
+)
 
 # A ramp starts by letting this share of calls through, like Envoy's slow-start
 # `min_weight_percent`: a trickle probes the vendor at once instead of nothing for a while.
 RAMP_START_SHARE = 0.1
-
-_NO_OVERRIDE = -math.inf
 
 
 def override_active(record: Record, now_ms: int) -> bool:
@@ -80,68 +86,59 @@ def breaker_state(record: Record, now_ms: int) -> BreakerState:
     )
 
 
-class Entry:
-    """A record compiled for `Breakers.is_open`: a few floats compared against the clock.
-
-    `static` is the answer when it cannot change with time (an open breaker, an override
-    without expiry); `None` means call `denies()`, which reads the clock and maybe the rng.
-    """
-
-    __slots__ = (
-        "forced_open",
-        "forced_until",
-        "mon",
-        "ramp_start",
-        "ramp_window",
-        "record",
-        "static",
-    )
-
-    def __init__(self, record: Record, now_ms: int) -> None:
-        self.record = record
-        self.forced_open = record.forced == "open"
-        if record.forced is None:
-            self.forced_until = _NO_OVERRIDE
-        elif record.forced_until_ms is None:
-            self.forced_until = math.inf
-        else:
-            self.forced_until = record.forced_until_ms / 1000
-        self.mon: MonitorState = cast(MonitorState, record.state)
-        self.ramp_start = (record.since_ms or 0) / 1000
-        self.ramp_window = record.ramp_ms / 1000
-        self.static: bool | None = self._static(now_ms)
-
-    def _static(self, now_ms: int) -> bool | None:
-        active = override_active(self.record, now_ms)
-        if active and self.forced_until == math.inf:
-            return self.forced_open
-        if active:
-            return None  # the override ends at a known time
-        mon = monitor_state(self.record, now_ms)
-        if mon == "open":
-            return True
-        if mon == "recovering":
-            return None
-        return False
-
-    def denies(self, clock: Callable[[], float], rng: Callable[[], float]) -> bool:
-        """Whether this breaker refuses a call now; a ramp refuses a shrinking random share."""
-        now = clock()
-        if now < self.forced_until:
-            return self.forced_open
-        if self.mon == "open":
-            return True
-        if self.mon == "recovering":
-            elapsed = now - self.ramp_start
-            if elapsed >= self.ramp_window:
-                return False
-            return rng() >= ramp_share_at(elapsed, self.ramp_window)
-        return False
+# A record compiled for `Breakers.is_open`, as a plain tuple (see `RecordRow` for why):
+# `(static, until, share0, slope, after, row)`. `static` True: every call is refused. None:
+# before `until` (Unix s) a call is refused when `rng() >= share0 + slope * now` (a ramp's
+# share is linear in time, so it costs one multiply-add; an override with expiry is a share
+# of -inf or +inf); from `until` on, `after` answers (None: evaluate `row` afresh).
+Entry = tuple[bool | None, float, float, float, bool | None, RecordRow]
+STATIC: Final = 0
+UNTIL: Final = 1
+SHARE0: Final = 2
+SLOPE: Final = 3
+AFTER: Final = 4
+ROW: Final = 5
 
 
-def compile_entry(record: Record, now_ms: int) -> Entry | None:
-    """The hot-path entry for `record`, or None when it can never refuse a call from now on."""
-    entry = Entry(record, now_ms)
-    if entry.static is False:
+def compile_entry(row: RecordRow, now_ms: int) -> Entry | None:
+    """The hot-path entry for `row`, or None when it can never refuse a call from now on."""
+    if row[ROW_STATE] == "closed" and row[ROW_FORCED] is None:  # the common case, no Record
         return None
-    return entry
+    return _compile(Record(*row), row, now_ms)
+
+
+def _compile(record: Record, row: RecordRow, now_ms: int) -> Entry | None:
+    if override_active(record, now_ms):
+        if record.forced_until_ms is None:
+            return (True, math.inf, 0.0, 0.0, True, row) if record.forced == "open" else None
+        share = -math.inf if record.forced == "open" else math.inf
+        ends = record.forced_until_ms
+        after: bool | None = {"open": True, "closed": False}.get(monitor_state(record, ends))
+        return (None, ends / 1000, share, 0.0, after, row)
+    mon = monitor_state(record, now_ms)
+    if mon == "open":
+        return (True, math.inf, 0.0, 0.0, True, row)
+    if mon == "recovering" and record.ramp_ms > 0:
+        start, window = (record.since_ms or 0) / 1000, record.ramp_ms / 1000
+        slope = (1.0 - RAMP_START_SHARE) / window
+        return (None, start + window, RAMP_START_SHARE - slope * start, slope, False, row)
+    return None
+
+
+def timed_denies(entry: Entry, now: float, rng: Callable[[], float]) -> bool:
+    """The slow path of a timed entry past `until` whose `after` is not known in advance."""
+    fresh = _compile(Record(*entry[ROW]), entry[ROW], int(now * 1000))
+    if fresh is None:
+        return False
+    if fresh[STATIC]:
+        return True
+    return now < fresh[UNTIL] and rng() >= fresh[SHARE0] + fresh[SLOPE] * now
+
+
+def denies(entry: Entry, now: float, rng: Callable[[], float]) -> bool:
+    """Whether a timed entry refuses a call at `now` (what `Breakers.is_open` inlines)."""
+    if now < entry[UNTIL]:
+        return rng() >= entry[SHARE0] + entry[SLOPE] * now
+    if entry[AFTER] is None:
+        return timed_denies(entry, now, rng)
+    return entry[AFTER]

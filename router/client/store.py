@@ -10,6 +10,11 @@ Data layout (`BreakerKeys`, default prefix `breakers`; a *member* is `<name>` or
 - `<prefix>:history:<member>`  stream capped at `history_max` entries, one per change.
 - `<prefix>:groups:<member>`  hash, a keyless breaker fed by `apply_callback`: monitor group
   (`monitor:<id> <sorted tags>`) -> `<version> <status>`; the breaker is open while one opens.
+- `<prefix>:revision`  counter; every write stores the next value as the record's `rev`, so
+  revisions only grow, across a prune and a re-creation too.
+- `<prefix>:revisions`  sorted set, member -> revision of its last write (a pruned breaker's
+  tombstone too): an incremental resync reads only what is newer than it last saw.
+- `<prefix>:written`  sorted set, member -> ms of its last write: what a prune looks at.
 - `<prefix>:changes`  pub/sub channel; each change publishes its member as plain text.
 - `<prefix>:seen:<webhook-id>`  marker with a TTL: this callback delivery was handled.
 
@@ -25,12 +30,24 @@ from typing import Any, Literal, cast
 import redis
 
 from router.client.errors import BreakerStoreUnavailable
-from router.client.lua import GROUPS, SNAPSHOT, WRITE
-from router.client.model import HistoryEntry, Outcome, Record, State, WriteResult
+from router.client.lua import GROUPS, PRUNE, SNAPSHOT, WRITE
+from router.client.model import (
+    ROW_UPDATED_MS,
+    HistoryEntry,
+    Outcome,
+    Record,
+    RecordRow,
+    State,
+    WriteResult,
+    row_from_hash,
+)
 from router.keys import BreakerKeys
 
 # Enough to read back weeks of flapping for one breaker while bounding memory per breaker.
 DEFAULT_HISTORY_MAX = 1000
+# Breakers a prune script looks at in one call: keeps each call well under a millisecond of
+# Redis time, so a large prune never blocks other clients for long.
+PRUNE_BATCH = 200
 
 Action = Literal["open", "close", "force_open", "force_closed", "clear"]
 # How a group entry is asserted: by its own notification, by a monitor read, or only seen.
@@ -62,6 +79,7 @@ class Store:
         self._write = client.register_script(WRITE)
         self._snapshot = client.register_script(SNAPSHOT)
         self._groups = client.register_script(GROUPS)
+        self._prune = client.register_script(PRUNE)
 
     def write(
         self,
@@ -171,6 +189,20 @@ class Store:
             reply = self._groups(keys=keys, args=args)
         return _result(member, cast(list[Any], reply))
 
+    def prune(
+        self, *, now_ms: int, idle_ms: int, batch: int = PRUNE_BATCH
+    ) -> tuple[int, list[tuple[str, int]]]:
+        """One prune step (see `lua.PRUNE`): how many breakers it looked at, and which it deleted
+        with the revision of their tombstones."""
+        member_prefixes = list(self.keys.member_keys(""))
+        args = [str(now_ms - idle_ms), str(now_ms), str(batch), self.keys.channel]
+        with translate_errors("prune idle breakers"):
+            examined, flat = self._prune(keys=[self.keys.index], args=args + member_prefixes)
+        pruned = cast(list[str], flat)
+        return int(examined), [
+            (member, int(rev)) for member, rev in zip(pruned[::2], pruned[1::2], strict=True)
+        ]
+
     def read(self, name: str, key: str | None) -> Record | None:
         member = self.keys.member(name, key)
         with translate_errors(f"read breaker {member}"):
@@ -194,6 +226,63 @@ class Store:
             for member, fields in zip(members, replies, strict=True)
             if fields
         ]
+
+    def revision(self) -> int:
+        """The newest revision any breaker write took (0 for a Redis that never saw one)."""
+        with translate_errors("read the breakers' revision"):
+            return int(cast(str | None, self.client.get(self.keys.revision)) or 0)
+
+    def scan_index(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SSCAN page of the index (a member may come twice; 0 is the last cursor)."""
+        with translate_errors("list breakers"):
+            cursor, members = self.client.sscan(self.keys.index, cursor, count=count)
+        return int(cursor), cast(list[str], members)
+
+    def changed_since(self, revision: int, count: int) -> tuple[int, list[tuple[str, int]]]:
+        """The revision counter, and up to `count` members whose last write or prune is newer
+        than `revision`, oldest first, each with that revision."""
+        with translate_errors("read changed breakers"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.get(self.keys.revision)
+            pipe.zrangebyscore(
+                self.keys.revisions, f"({revision}", "+inf", start=0, num=count, withscores=True
+            )
+            counter, changed = pipe.execute()
+        pairs = cast(list[tuple[str, float]], changed)
+        return int(counter or 0), [(member, int(score)) for member, score in pairs]
+
+    def read_rows(
+        self, members: Sequence[str], strings: dict[str, str] | None = None, *, age: bool = False
+    ) -> list[tuple[str, RecordRow | None]]:
+        """Each member's record as a row (None: it has none), in one round trip. With `age`,
+        a record that has no last-write time yet (written before there was one) gets its own
+        `updated_ms`, so a prune can find it."""
+        with translate_errors("read breakers"):
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.hgetall(self.keys.record(member))
+            if age and members:
+                pipe.zmscore(self.keys.written, list(members))
+            replies = pipe.execute()
+            rows = [
+                (member, row_from_hash(member, fields, strings) if fields else None)
+                for member, fields in zip(members, replies, strict=False)
+            ]
+            if age and members:
+                unaged = {
+                    member: row[ROW_UPDATED_MS] or 0
+                    for (member, row), score in zip(rows, replies[-1], strict=True)
+                    if row is not None and score is None
+                }
+                if unaged:
+                    self.client.zadd(self.keys.written, unaged, nx=True)
+        return rows
+
+    def tombstone(self, member: str) -> int | None:
+        """The revision at which a pruned member was deleted (None: none is known)."""
+        with translate_errors(f"read breaker {member}"):
+            score = self.client.zscore(self.keys.revisions, member)
+        return None if score is None else int(score)
 
     def history(self, name: str, key: str | None, limit: int) -> list[HistoryEntry]:
         member = self.keys.member(name, key)

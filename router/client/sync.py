@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 import redis
 
 from router.client.errors import BreakerStoreUnavailable
-from router.client.model import Record
-from router.client.states import Entry, compile_entry
-from router.client.store import Store
+from router.client.model import ROW_REV, Record, RecordRow
+from router.client.states import STATIC, UNTIL, Entry, compile_entry
+from router.client.store import PRUNE_BATCH, Store
 
 log = logging.getLogger(__name__)
 
@@ -33,111 +33,224 @@ RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 2.0
 # How long to wait for Redis to confirm the subscription before reading the full state.
 SUBSCRIBE_CONFIRM_S = 2.0
+# Breakers per round trip in a resync: reading and parsing this many is a fraction of a
+# millisecond of Python, after which the resync pauses for GIL_YIELD_S.
+READ_CHUNK = 50
+# A pause long enough for a thread waiting for the GIL to take it. Without it, a thread
+# doing quick round trips takes the GIL back before the waiter wakes, and the waiter only
+# gets it by force after the 5 ms switch interval: that is how `is_open` in another thread
+# stalled behind a resync. With it, a stall lasts one chunk of work at most.
+GIL_YIELD_S = 0.0002
+# Rows freed between two such pauses when a full resync drops the maps it replaced.
+FREE_SLICE = 2000
 
 HotMap = dict[str, dict[str | None, Entry]]
+RowMap = dict[str, dict[str | None, RecordRow]]
+Timed = dict[tuple[str, str | None], float]
+Maps = tuple[RowMap, HotMap, Timed | None]
+# A change seen while a full resync was reading: (name, key, row or None if deleted, revision).
+Pending = tuple[str, str | None, RecordRow | None, int | None]
 
 
 class Snapshot:
     """Every breaker this process knows, plus the compiled `hot` map that `is_open` reads.
 
     `hot` holds only breakers that can refuse a call: a name with nothing open is absent, so
-    the common answer is one failed dict lookup. Its inner dicts are never mutated once
-    published (copy on write) and a resync swaps the outer dict whole, so a reader without a
-    lock sees each breaker either before or after an update, never half of one. Writers (the
-    sync thread and threads that just wrote) serialise on `lock`.
+    the common answer is one failed dict lookup. A change replaces one key's entry with one
+    dict store (O(1) whatever the number of keys), so a reader without a lock sees each
+    breaker either before or after an update, never half of one; a full resync builds new
+    maps outside the lock and swaps them in whole. Writers (the sync thread and threads that
+    just wrote) serialise on `lock` and hold it only for O(1) work per breaker. Rows and
+    entries are plain tuples (see `RecordRow`).
     """
 
     def __init__(self, now_ms: Callable[[], int]) -> None:
         self._now_ms = now_ms
         self.hot: HotMap = {}
-        # name -> key -> (record, local sequence number of the update that stored it)
-        self.records: dict[str, dict[str | None, tuple[Record, int]]] = {}
+        self.records: RowMap = {}
         self.loaded = False
         self.loaded_at: float | None = None
+        # Every write and prune up to this Redis revision is in the snapshot (or superseded).
+        self.revision = 0
         self.lock = threading.Lock()
-        self._seq = 0
-
-    def sequence(self) -> int:
-        with self.lock:
-            return self._seq
+        # While a full resync reads: the changes applied meanwhile, to replay on its result.
+        self._pending: list[Pending] | None = None
+        # Entries that change with time: (name, key) -> until; swept once they no longer do.
+        self._timed: Timed = {}
 
     def apply(self, record: Record) -> None:
         """Store `record` unless this process already holds a newer revision of it."""
-        with self.lock:
-            by_key = self.records.setdefault(record.name, {})
-            held = by_key.get(record.key)
-            if held is not None and held[0].rev > record.rev:
-                return
-            self._seq += 1
-            by_key[record.key] = (record, self._seq)
-            self._publish(record.name)
+        self.apply_rows([record.row()])
 
-    def remove(self, name: str, key: str | None) -> None:
+    def apply_rows(self, rows: Iterable[RecordRow]) -> None:
+        now_ms = self._now_ms()
         with self.lock:
-            if self.records.get(name, {}).pop(key, None) is not None:
-                self._publish(name)
+            for row in rows:
+                self._put(self._live(), row, now_ms)
+                if self._pending is not None:
+                    self._pending.append((row[0], row[1], row, None))
 
-    def replace_all(self, records: Iterable[Record], started_seq: int) -> None:
-        """Make Redis's full state the truth, keeping only updates applied since the read began."""
-        fresh: dict[str, dict[str | None, tuple[Record, int]]] = {}
+    def remove(self, name: str, key: str | None, rev: int | None = None) -> None:
+        """Forget a breaker deleted at revision `rev` (None: unknown), unless held newer."""
         with self.lock:
-            for record in records:
-                fresh.setdefault(record.name, {})[record.key] = (record, self._seq)
-            for name, by_key in self.records.items():
-                for key, (record, seq) in by_key.items():
-                    newer = fresh.get(name, {}).get(key)
-                    if seq > started_seq and (newer is None or record.rev > newer[0].rev):
-                        fresh.setdefault(name, {})[key] = (record, seq)
-            self.records = fresh
-            now_ms = self._now_ms()
-            hot: HotMap = {}
-            for name, by_key in fresh.items():
-                compiled = _compile(by_key, now_ms)
-                if compiled:
-                    hot[name] = compiled
-            self.hot = hot
-            self.loaded = True
-            self.loaded_at = time.monotonic()
+            self._drop(self._live(), name, key, rev)
+            if self._pending is not None:
+                self._pending.append((name, key, None, rev))
 
     def record(self, name: str, key: str | None) -> Record | None:
-        held = self.records.get(name, {}).get(key)
-        return held[0] if held is not None else None
+        row = self.records.get(name, {}).get(key)
+        return Record(*row) if row is not None else None
 
     def all_records(self) -> list[Record]:
         with self.lock:
-            return [record for by_key in self.records.values() for record, _ in by_key.values()]
+            rows = [row for by_key in self.records.values() for row in by_key.values()]
+        return [Record(*row) for row in rows]
+
+    def count(self) -> int:
+        return sum(len(by_key) for by_key in list(self.records.values()))
+
+    # -- a full resync: read everything without holding the lock, then swap ----------------
+
+    def begin_full(self) -> None:
+        with self.lock:
+            self._pending = []
+
+    def abort_full(self) -> None:
+        with self.lock:
+            self._pending = None
+
+    def build(self, rows: Iterable[RecordRow], into: Maps) -> None:
+        """Add rows to maps that nobody reads yet (no lock: they are the resync's own)."""
+        now_ms = self._now_ms()
+        for row in rows:
+            self._put(into, row, now_ms)
+
+    def finish_full(self, built: Maps, revision: int) -> Maps:
+        """Make the resync's maps current, replaying changes applied while it read; returns
+        the maps it replaced, for the caller to free a slice at a time (`free_slowly`)."""
+        now_ms = self._now_ms()
+        with self.lock:
+            for name, key, row, rev in self._pending or ():
+                if row is None:
+                    self._drop(built, name, key, rev)
+                else:
+                    self._put(built, row, now_ms)
+            self._pending = None
+            old = self._live()
+            self.records, self.hot, timed = built
+            self._timed = timed if timed is not None else {}
+            self.revision = max(self.revision, revision)
+            self.loaded = True
+            self.loaded_at = time.monotonic()
+        return old
+
+    def advance(self, revision: int) -> None:
+        with self.lock:
+            self.revision = max(self.revision, revision)
+
+    def sweep(self) -> None:
+        """Recompile entries whose time-dependent part ended (a ramp done, an override over)."""
+        now_ms = self._now_ms()
+        with self.lock:
+            due = [target for target, until in self._timed.items() if until * 1000 <= now_ms]
+            for name, key in due:
+                row = self.records.get(name, {}).get(key)
+                self._timed.pop((name, key), None)
+                if row is not None:
+                    self._publish(self.hot, name, key, compile_entry(row, now_ms), self._timed)
 
     def after_fork(self) -> None:
         # The parent's writer may have held the lock at fork time; the data is consistent
-        # (updates are single reference swaps), only the lock must be new.
+        # (updates are single reference stores), only the lock must be new.
         self.lock = threading.Lock()
 
-    def _publish(self, name: str) -> None:
-        compiled = _compile(self.records.get(name, {}), self._now_ms())
-        if compiled:
-            self.hot[name] = compiled
+    def _live(self) -> Maps:
+        return self.records, self.hot, self._timed
+
+    # -- O(1) per breaker; `timed` is None for maps a full resync is still building ----------
+
+    def _put(self, maps: Maps, row: RecordRow, now_ms: int) -> None:
+        records, hot, timed = maps
+        name, key = row[0], row[1]
+        by_key = records.get(name)
+        if by_key is None:
+            by_key = records[name] = {}
+        held = by_key.get(key)
+        if held is not None and held[ROW_REV] > row[ROW_REV]:
+            return
+        by_key[key] = row
+        self._publish(hot, name, key, compile_entry(row, now_ms), timed)
+
+    def _drop(self, maps: Maps, name: str, key: str | None, rev: int | None) -> None:
+        records, hot, timed = maps
+        by_key = records.get(name)
+        held = by_key.get(key) if by_key is not None else None
+        if by_key is None or held is None or (rev is not None and held[ROW_REV] > rev):
+            return
+        del by_key[key]
+        if not by_key:
+            del records[name]
+        self._publish(hot, name, key, None, timed)
+
+    @staticmethod
+    def _publish(
+        hot: HotMap,
+        name: str,
+        key: str | None,
+        entry: Entry | None,
+        timed: Timed | None,
+    ) -> None:
+        by_key = hot.get(name)
+        if entry is None:
+            if by_key is not None and by_key.pop(key, None) is not None and not by_key:
+                del hot[name]
+        elif by_key is None:
+            hot[name] = {key: entry}
         else:
-            self.hot.pop(name, None)
+            by_key[key] = entry
+        if timed is not None:
+            if entry is not None and entry[STATIC] is None:
+                timed[(name, key)] = entry[UNTIL]
+            else:
+                timed.pop((name, key), None)
 
 
-def _compile(by_key: dict[str | None, tuple[Record, int]], now_ms: int) -> dict[str | None, Entry]:
-    compiled: dict[str | None, Entry] = {}
-    for key, (record, _) in by_key.items():
-        entry = compile_entry(record, now_ms)
-        if entry is not None:
-            compiled[key] = entry
-    return compiled
+def free_slowly(maps: Maps) -> None:
+    """Empty maps nobody reads any more a slice at a time: dropping 100,000 rows at once
+    would hold the GIL for milliseconds while every other thread waits."""
+    for mapping in maps:
+        if mapping is None:
+            continue
+        for inner in list(mapping.values()):
+            while isinstance(inner, dict) and inner:
+                for _ in range(min(FREE_SLICE, len(inner))):
+                    inner.popitem()
+                time.sleep(GIL_YIELD_S)
+        mapping.clear()
 
 
 class Syncer:
     """Runs the subscriber thread for one `Breakers`; all Redis reads for the snapshot go here."""
 
-    def __init__(self, store: Store, snapshot: Snapshot, *, resync_interval: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        snapshot: Snapshot,
+        *,
+        resync_interval: float,
+        idle_ttl: float | None = None,
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
         if resync_interval <= 0:
             raise ValueError(f"resync_interval must be positive seconds, got {resync_interval}")
+        if idle_ttl is not None and idle_ttl <= 0:
+            raise ValueError(f"idle_ttl must be positive seconds or None, got {idle_ttl}")
         self._store = store
         self._snapshot = snapshot
         self.resync_interval = resync_interval
+        self.idle_ttl = idle_ttl
+        self._now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self.pruned = 0
         self._start_lock = threading.Lock()
         self._reset_runtime()
         self.resyncs = 0
@@ -182,25 +295,101 @@ class Syncer:
         if stopped:
             self._stop.set()
 
-    def resync(self) -> int:
-        """Reload every breaker from Redis; returns how many there are."""
-        started = self._snapshot.sequence()
+    def resync(self, *, full: bool = False) -> int:
+        """Bring the snapshot up to Redis; returns how many breakers it holds.
+
+        Reads only what was written or pruned since the last resync, unless `full` (or nothing
+        is loaded yet, or Redis's revision went back: it lost its data): then every breaker.
+        """
         try:
-            records = self._store.read_all()
+            snap = self._snapshot
+            if full or not snap.loaded or snap.revision == 0:
+                self._full()
+            else:
+                self._incremental()
         except BreakerStoreUnavailable:
             self.resync_errors += 1
             raise
-        self._snapshot.replace_all(records, started)
         self.resyncs += 1
-        return len(records)
+        return self._snapshot.count()
+
+    def _incremental(self) -> None:
+        snap = self._snapshot
+        since = snap.revision
+        while True:
+            counter, changed = self._store.changed_since(since, READ_CHUNK)
+            if counter < since:
+                log.warning(
+                    "breakers: Redis's revision went back (%d < %d), it lost its data; "
+                    "reading every breaker again",
+                    counter,
+                    since,
+                )
+                self._full()
+                return
+            self._take(self._store.read_rows([member for member, _ in changed]), dict(changed))
+            if changed:
+                since = changed[-1][1]
+            if len(changed) < READ_CHUNK:
+                break
+            time.sleep(GIL_YIELD_S)
+        snap.advance(since)
+        snap.sweep()
+
+    def _full(self) -> None:
+        snap = self._snapshot
+        snap.begin_full()
+        try:
+            # Read first: whatever is written from now on has a higher revision, so the next
+            # incremental resync picks up anything this scan misses.
+            revision = self._store.revision()
+            built: Maps = ({}, {}, {})
+            strings: dict[str, str] = {}
+            cursor = 0
+            while True:
+                cursor, members = self._store.scan_index(cursor, READ_CHUNK)
+                rows = self._store.read_rows(members, strings, age=True)
+                snap.build([row for _, row in rows if row is not None], built)
+                if cursor == 0:
+                    break
+                time.sleep(GIL_YIELD_S)
+        except BaseException:
+            snap.abort_full()
+            raise
+        free_slowly(snap.finish_full(built, revision))
+
+    def _take(self, rows: list[tuple[str, RecordRow | None]], tombstones: dict[str, int]) -> None:
+        """Apply rows read from Redis; a member with no record is forgotten."""
+        self._snapshot.apply_rows([row for _, row in rows if row is not None])
+        for member, row in rows:
+            if row is None:
+                name, key = self._store.keys.split_member(member)
+                self._snapshot.remove(name, key, tombstones.get(member))
+
+    def prune(self) -> int:
+        """Delete breakers idle for `idle_ttl` and closed (see `lua.PRUNE`); returns how many."""
+        if self.idle_ttl is None:
+            return 0
+        idle_ms = max(1, int(self.idle_ttl * 1000))
+        total = 0
+        while True:
+            examined, pruned = self._store.prune(now_ms=self._now_ms(), idle_ms=idle_ms)
+            for member, rev in pruned:
+                self._snapshot.remove(*self._store.keys.split_member(member), rev)
+            total += len(pruned)
+            # Every breaker a step looked at leaves its range, so this ends.
+            if examined < PRUNE_BATCH:
+                break
+        self.pruned += total
+        return total
 
     def reload(self, member: str) -> None:
-        name, key = self._store.keys.split_member(member)
-        record = self._store.read(name, key)
-        if record is None:
-            self._snapshot.remove(name, key)
-        else:
-            self._snapshot.apply(record)
+        rows = self._store.read_rows([member])
+        tombstones = {}
+        if rows[0][1] is None:
+            revision = self._store.tombstone(member)
+            tombstones = {member: revision} if revision is not None else {}
+        self._take(rows, tombstones)
 
     def _run(self) -> None:
         backoff = RECONNECT_FIRST_S
@@ -238,7 +427,7 @@ class Syncer:
                 break
             if time.monotonic() > deadline:
                 raise redis.TimeoutError("Redis did not confirm the breaker channel subscription")
-        count = self.resync()
+        count = self.resync(full=True)
         self._connected(count)
         next_resync = time.monotonic() + self.resync_interval
         while not self._stop.is_set():
@@ -253,9 +442,10 @@ class Syncer:
                 # redis-py reconnected and resubscribed by itself (a client with retries):
                 # changes published during the gap were missed, so read everything again.
                 self.reconnects += 1
-                self.resync()
+                self.resync(full=True)
             if time.monotonic() >= next_resync:
                 self.resync()
+                self.prune()
                 next_resync = time.monotonic() + self.resync_interval
 
     def _connected(self, count: int) -> None:
