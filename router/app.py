@@ -18,6 +18,7 @@ from router.allowlist import CallbackAllowList
 from router.config import Settings
 from router.errors import AuthError, ForbiddenError, PayloadError, QueueUnavailable
 from router.inbound import bp as inbound_bp
+from router.inbound_alertmanager import bp as alertmanager_bp
 from router.keys import RouterKeys
 from router.metrics import render as render_metrics
 from router.parsing.sns import CertificateUnavailable, SnsVerifier, fetch_certificate_https
@@ -130,6 +131,7 @@ def create_app(
         CallbackAllowList(settings.callback_allow) if settings.callback_allow else None
     )
     app.register_blueprint(inbound_bp)
+    app.register_blueprint(alertmanager_bp)
     _register_error_handlers(app)
 
     @app.get("/healthz")

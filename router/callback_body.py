@@ -24,6 +24,12 @@ def _group_in_notification(notification: Notification) -> dict[str, Any] | None:
     """The group this notification is about, as far as the notification itself tells."""
     if not notification.scope:
         return None
+    carried = notification.carried
+    for group in (carried.groups or ()) if carried else ():
+        # The sender named the group's tags itself (Alertmanager labels): no splitting of
+        # the scope text, which would cut a label value holding a comma.
+        if group.name == notification.scope:
+            return group.to_body()
     status = STATUS_AFTER.get(notification.transition)
     return MonitorGroup(
         name=notification.scope.replace(", ", ","),

@@ -41,6 +41,8 @@ DEFAULT_PER_ENDPOINT_CONCURRENCY = 8
 DEFAULT_DELIVERY_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_CALLBACK_KEYWORD = "circuit-breaker-callback"
+# Prometheus annotation names allow no '-': the keyword's spelling with '_'.
+DEFAULT_ALERTMANAGER_ANNOTATION = "circuit_breaker_callback"
 DEFAULT_RECONCILE_INTERVAL_S = 60.0
 # A breaker that opens late costs more than one that opens with less context: enrichment gets
 # this long, then the delivery goes out with what it has, marked partial.
@@ -128,6 +130,16 @@ def _validate_allow_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
     return prefixes
 
 
+def _annotation_name(text: str | None) -> str:
+    name = (text or "").strip() or DEFAULT_ALERTMANAGER_ANNOTATION
+    if any(char.isspace() for char in name):
+        raise ConfigError(
+            "ROUTER_ALERTMANAGER_ANNOTATION: expected an annotation name such as "
+            f"{DEFAULT_ALERTMANAGER_ANNOTATION}, got {text!r}"
+        )
+    return name
+
+
 def _positive(name: str, value: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name}: must be greater than zero, got {value}")
@@ -157,6 +169,7 @@ class Settings:
     # Where the services' breakers live (their `Breakers(prefix=...)`): what the dashboard shows.
     breakers_prefix: str = DEFAULT_BREAKER_PREFIX
     callback_keyword: str = DEFAULT_CALLBACK_KEYWORD
+    alertmanager_annotation: str = DEFAULT_ALERTMANAGER_ANNOTATION
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
     claim_idle_s: float = DEFAULT_CLAIM_IDLE_S
@@ -211,6 +224,7 @@ class Settings:
             key_prefix=env.get("ROUTER_KEY_PREFIX") or DEFAULT_ROUTER_PREFIX,
             breakers_prefix=env.get("BREAKERS_PREFIX") or DEFAULT_BREAKER_PREFIX,
             callback_keyword=env.get("ROUTER_CALLBACK_KEYWORD") or DEFAULT_CALLBACK_KEYWORD,
+            alertmanager_annotation=_annotation_name(env.get("ROUTER_ALERTMANAGER_ANNOTATION")),
             max_body_bytes=integer("ROUTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             delivery_timeout_s=duration("ROUTER_DELIVERY_TIMEOUT", DEFAULT_DELIVERY_TIMEOUT_S),
             claim_idle_s=duration("ROUTER_CLAIM_IDLE", DEFAULT_CLAIM_IDLE_S),

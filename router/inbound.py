@@ -65,13 +65,17 @@ def authenticate() -> None:
 
 def read_datadog_payload(req: Request) -> dict[str, Any]:
     """The posted payload as a dict: JSON (Datadog's default) or form ("Encode as form")."""
-    mimetype = req.mimetype
-    if mimetype == FORM_TYPE:
+    if req.mimetype == FORM_TYPE:
         return dict(req.form.to_dict())
+    return read_json_payload(req, also=f" (or {FORM_TYPE})")
+
+
+def read_json_payload(req: Request, *, also: str = "") -> dict[str, Any]:
+    """The posted JSON object; `also` names other Content-Types the endpoint accepts."""
+    mimetype = req.mimetype
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
         raise PayloadError(
-            f"expected Content-Type application/json (or {FORM_TYPE}), "
-            f"got {req.content_type or 'none'}",
+            f"expected Content-Type application/json{also}, got {req.content_type or 'none'}",
             status=415,
         )
     raw = req.get_data(cache=False)

@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 Transition = Literal["alert", "warning", "recovery", "no_data", "renotify", "reconcile"]
 TRANSITIONS: tuple[str, ...] = get_args(Transition)
 
-Source = Literal["datadog", "sns", "replay", "reconciler"]
+Source = Literal["datadog", "sns", "replay", "reconciler", "alertmanager"]
 
 EnrichmentStatus = Literal["none", "partial", "complete"]
 
@@ -64,6 +64,9 @@ class Notification:
     # Optional fields the sender got wrong and that were ignored, one line each (shown in the
     # answer to the sender and logged), e.g. `field 'org': expected an object, got "x"; ignored`.
     warnings: tuple[str, ...] = ()
+    # What the payload itself says about the monitor and its groups, used instead of a Datadog
+    # read: Alertmanager sends every alert of its group, so nothing is left to look up.
+    carried: Enrichment | None = None
 
     @property
     def scope_tags(self) -> tuple[str, ...]:
@@ -82,6 +85,8 @@ class Notification:
         values["callback_urls"] = tuple(values.get("callback_urls", ()))
         values["tags"] = tuple(values.get("tags", ()))
         values["warnings"] = tuple(values.get("warnings", ()))
+        carried = values.get("carried")
+        values["carried"] = Enrichment.from_dict(carried) if carried else None
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -105,6 +110,16 @@ class MonitorGroup:
             "last_resolved_ms": self.last_resolved_ms,
         }
 
+    @classmethod
+    def from_body(cls, data: dict[str, Any]) -> MonitorGroup:
+        return cls(
+            name=data["name"],
+            status=data["status"],
+            tags=tuple(data.get("tags") or ()),
+            last_triggered_ms=data.get("last_triggered_ms"),
+            last_resolved_ms=data.get("last_resolved_ms"),
+        )
+
 
 @dataclass(frozen=True)
 class Enrichment:
@@ -126,3 +141,15 @@ class Enrichment:
     @classmethod
     def none(cls, reason: str) -> Enrichment:
         return cls(status="none", problems=(reason,))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Enrichment:
+        """The inverse of `dataclasses.asdict` (how a Notification stores what it carries)."""
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("monitor_tags", "problems"):
+            values[name] = tuple(values.get(name) or ())
+        if values.get("event_tags") is not None:
+            values["event_tags"] = tuple(values["event_tags"])
+        if values.get("groups") is not None:
+            values["groups"] = tuple(MonitorGroup.from_body(g) for g in values["groups"])
+        return cls(**values)

@@ -32,7 +32,7 @@ import httpx
 import redis
 
 from router.enrich import MonitorRead
-from router.enrich.snapshot import MonitorSnapshot
+from router.enrich.snapshot import MonitorSnapshot, is_id
 from router.keys import RouterKeys
 from router.model import STATUS_AFTER, MonitorGroup, Notification
 from router.parsing.callbacks import extract_callback_urls, mask_credentials
@@ -128,8 +128,10 @@ class ToldBook:
         """After a callback answered 2xx: remember the target and what its body said."""
         monitor = body.get("monitor") or {}
         monitor_id = monitor.get("id")
-        if not monitor_id:
-            return  # nothing to read back from Datadog
+        if not monitor_id or not is_id(str(monitor_id)):
+            # Nothing to read back from Datadog: e.g. an Alertmanager group ("am-..."), whose
+            # sender resends the group's truth itself.
+            return
         target = Target(str(monitor_id), delivery.url, now_ms())
         told = self._told_in(body)
         pipe = self.redis.pipeline(transaction=False)

@@ -209,6 +209,10 @@ class Enricher:
 
     def enrich(self, notification: Notification, *, budget_s: float) -> Enrichment:
         """What Datadog adds to `notification`, read within `budget_s` seconds; never raises."""
+        if notification.carried is not None:
+            # The sender already sent the whole monitor (Alertmanager sends every alert of the
+            # group), and its ids are not Datadog's: there is nothing to read.
+            return notification.carried
         if self._api is None:
             return Enrichment.none(KEYS_MISSING)
         started = self._clock()
