@@ -105,6 +105,18 @@ def test_each_alert_is_its_own_group_and_carries_the_whole_group():
     assert first.carried.monitor_name == "BankChargeErrors"
 
 
+def test_only_alerts_sent_to_the_same_callbacks_share_a_group():
+    other = "https://fx.internal/breaker/callback"
+    payload = am_webhook(
+        bank_alert("0001", CALLBACK), bank_alert("0002", None), bank_alert("0003", other)
+    )
+    first, _none, third = parse(payload).notifications
+    # An alert naming another callback, or none, must not drive (or be closed by) this one.
+    assert [g.tags for g in first.carried.groups] == [first.tags]
+    assert [g.tags for g in third.carried.groups] == [third.tags]
+    assert first.monitor_id != third.monitor_id
+
+
 def test_resolved_means_recovery_at_ends_at():
     alert = bank_alert("0001", CALLBACK, status="resolved", ends_at="2026-11-18T21:41:00.5Z")
     [n] = parse(am_webhook(alert)).notifications

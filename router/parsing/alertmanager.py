@@ -102,50 +102,41 @@ def parse_alertmanager_webhook(
         fields = _Fields(
             raw if isinstance(raw, Mapping) else {}, f"alerts[{index}]: ", received_at_ms
         )
-        alert = _read_alert(raw, fields, group_status, common_annotations)
+        alert = _read_alert(
+            raw, fields, group_status, common_annotations, keyword=keyword, annotation=annotation
+        )
         alert_warnings += fields.warnings
         if alert is not None:
             read.append(alert)
     if alerts and not read:
         raise PayloadError("no usable alert in 'alerts': " + "; ".join(alert_warnings))
 
-    monitor_id = f"{'grafana' if sender == 'grafana' else 'am'}-" + _hex(
-        f"{org_id or ''}\x1f{receiver or ''}\x1f{group_key}"
-    )
-    problems: list[str] = []
     if truncated:
-        problems.append(
-            f"the sender left {truncated} alerts of the group out (max_alerts): only the "
-            "notified alert's own group is known"
-        )
         top.warnings.append(
             f"field 'truncatedAlerts': {truncated} alerts were left out of this webhook "
             "(Alertmanager's max_alerts); they were not queued"
         )
-    if len(read) > MAX_CARRIED_ALERTS:
-        problems.append(
-            f"the group has {len(read)} alerts, more than the {MAX_CARRIED_ALERTS} a delivery "
-            "carries: only the notified alert's own group is sent"
+    # The alerts of the group sent to the same callbacks are one "monitor": their deliveries
+    # carry all of them and only them, so an alert naming other callbacks (or none) never
+    # drives a breaker it is not meant for, nor does a snapshot close what other alerts hold.
+    targets: dict[tuple[str, ...], list[_Alert]] = {}
+    for alert in read:
+        targets.setdefault(tuple(sorted(alert.callback_urls)), []).append(alert)
+    prefix = "grafana-" if sender == "grafana" else "am-"
+    carried = {
+        urls: _carried(
+            prefix + _hex(f"{org_id or ''}\x1f{receiver or ''}\x1f{group_key}\x1f{' '.join(urls)}"),
+            members,
+            truncated,
+            name=group_labels.get("alertname") or common_labels.get("alertname") or receiver,
+            tags=_tags(common_labels),
         )
-    complete = not problems
-    groups = tuple(alert.group for alert in read)
-    carried = Enrichment(
-        status="complete" if complete else "partial",
-        monitor_id=monitor_id,
-        monitor_name=group_labels.get("alertname") or common_labels.get("alertname") or receiver,
-        overall_state="Alert" if any(a.status == "firing" for a in read) else "OK",
-        monitor_tags=_tags(common_labels),
-        groups=groups,
-        problems=tuple(problems),
-    )
+        for urls, members in targets.items()
+    }
     notifications = tuple(
         _notification(
             alert,
-            carried if complete else replace(carried, groups=(alert.group,)),
-            keyword=keyword,
-            annotation=annotation,
-            monitor_id=monitor_id,
-            dedup_prefix=f"alertmanager:{monitor_id}",
+            carried[tuple(sorted(alert.callback_urls))],
             org_id=org_id,
             warnings=(*top.warnings, *alert.warnings),
             received_at_ms=received_at_ms,
@@ -161,6 +152,38 @@ def parse_alertmanager_webhook(
     )
 
 
+def _carried(
+    monitor_id: str,
+    members: list[_Alert],
+    truncated: int,
+    *,
+    name: str | None,
+    tags: tuple[str, ...],
+) -> Enrichment:
+    """What the deliveries of `members` tell about their group, and whether that is all of it."""
+    problems: list[str] = []
+    if truncated:
+        problems.append(
+            f"the sender left {truncated} alerts of the group out (max_alerts): only the "
+            "notified alert's own group is known"
+        )
+    if len(members) > MAX_CARRIED_ALERTS:
+        problems.append(
+            f"the group has {len(members)} alerts for these callbacks, more than the "
+            f"{MAX_CARRIED_ALERTS} a delivery carries: only the notified alert's own group is sent"
+        )
+    return Enrichment(
+        status="partial" if problems else "complete",
+        monitor_id=monitor_id,
+        monitor_name=name,
+        overall_state="Alert" if any(a.status == "firing" for a in members) else "OK",
+        monitor_tags=tags,
+        # Without all of them, only each alert's own group (set per notification).
+        groups=None if problems else tuple(alert.group for alert in members),
+        problems=tuple(problems),
+    )
+
+
 @dataclass(frozen=True)
 class _Alert:
     status: str
@@ -172,6 +195,9 @@ class _Alert:
     generator_url: str | None
     # What identifies this edge when its time is unknown: the alert as sent, less `endsAt`.
     digest: str
+    # The annotations as text, and the callback URLs found in it.
+    message: str
+    callback_urls: tuple[str, ...]
     warnings: tuple[str, ...]
 
     @property
@@ -195,6 +221,9 @@ def _read_alert(
     fields: _Fields,
     group_status: str | None,
     common_annotations: dict[str, str],
+    *,
+    keyword: str,
+    annotation: str,
 ) -> _Alert | None:
     if not isinstance(raw, Mapping):
         fields.warnings.append(
@@ -219,6 +248,7 @@ def _read_alert(
     annotations = {**common_annotations, **fields.labels("annotations")}
     fingerprint = fields.text("fingerprint") or _hex(json.dumps(labels, sort_keys=True))
     without_end = {k: v for k, v in raw.items() if k != "endsAt"}
+    message = _message(annotations, keyword, annotation)
     return _Alert(
         status=status,
         labels=labels,
@@ -228,6 +258,8 @@ def _read_alert(
         ends_at_ms=fields.time("endsAt"),
         generator_url=fields.text("generatorURL"),
         digest=_hex(json.dumps(without_end, sort_keys=True, default=repr)),
+        message=message,
+        callback_urls=extract_callback_urls(message, keyword),
         warnings=tuple(fields.warnings),
     )
 
@@ -236,15 +268,10 @@ def _notification(
     alert: _Alert,
     carried: Enrichment,
     *,
-    keyword: str,
-    annotation: str,
-    monitor_id: str,
-    dedup_prefix: str,
     org_id: str | None,
     warnings: tuple[str, ...],
     received_at_ms: int,
 ) -> Notification:
-    message = _message(alert.annotations, keyword, annotation)
     group = alert.group
     event_time_ms = alert.event_time_ms
     # Resends keep the edge's time: a firing alert's `endsAt` moves with every resend.
@@ -254,16 +281,16 @@ def _notification(
     title = f"[{alert.status.upper()}] {name}" + (f": {summary}" if summary else "")
     return Notification(
         source="alertmanager",
-        dedup_key=f"{dedup_prefix}:{alert.fingerprint}:{alert.status}:{edge}",
+        dedup_key=f"alertmanager:{carried.monitor_id}:{alert.fingerprint}:{alert.status}:{edge}",
         transition=_STATUSES[alert.status],
         datadog_transition=alert.status,
         renotification=False,
         title=_truncated(title, MAX_TITLE_CHARS),
-        message=_truncated(message, MAX_MESSAGE_CHARS),
-        callback_urls=extract_callback_urls(message, keyword),
+        message=_truncated(alert.message, MAX_MESSAGE_CHARS),
+        callback_urls=alert.callback_urls,
         received_at_ms=received_at_ms,
         event_id=alert.fingerprint,
-        monitor_id=monitor_id,
+        monitor_id=carried.monitor_id,
         event_time_ms=event_time_ms,
         tags=group.tags,
         scope=group.name,
@@ -271,7 +298,11 @@ def _notification(
         org_id=org_id,
         warnings=warnings,
         carried=replace(
-            carried, event_tags=group.tags, event_title=title, event_time_ms=event_time_ms
+            carried,
+            groups=(group,) if carried.groups is None else carried.groups,
+            event_tags=group.tags,
+            event_title=title,
+            event_time_ms=event_time_ms,
         ),
     )
 
