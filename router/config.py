@@ -44,6 +44,11 @@ DEFAULT_CALLBACK_KEYWORD = "circuit-breaker-callback"
 # Prometheus annotation names allow no '-': the keyword's spelling with '_'.
 DEFAULT_ALERTMANAGER_ANNOTATION = "circuit_breaker_callback"
 DEFAULT_RECONCILE_INTERVAL_S = 60.0
+# Long enough that a storm of one failure is one message plus one summary, short enough that
+# the summary still arrives while someone is looking at it.
+DEFAULT_NOTIFY_FOLD_WINDOW_S = 600.0
+# Deliveries take seconds; one waiting five minutes means workers are gone or overwhelmed.
+DEFAULT_NOTIFY_BACKLOG_AGE_S = 300.0
 # A breaker that opens late costs more than one that opens with less context: enrichment gets
 # this long, then the delivery goes out with what it has, marked partial.
 DEFAULT_ENRICH_BUDGET_S = 3.0
@@ -165,6 +170,8 @@ class Settings:
     dd_site: str | None = None
     dd_api_host: str | None = None
     slack_webhook_url: str | None = None
+    notify_fold_window_s: float = DEFAULT_NOTIFY_FOLD_WINDOW_S
+    notify_backlog_age_s: float = DEFAULT_NOTIFY_BACKLOG_AGE_S
     key_prefix: str = DEFAULT_ROUTER_PREFIX
     # Where the services' breakers live (their `Breakers(prefix=...)`): what the dashboard shows.
     breakers_prefix: str = DEFAULT_BREAKER_PREFIX
@@ -221,6 +228,12 @@ class Settings:
             dd_site=env.get("DD_SITE") or None,
             dd_api_host=env.get("DD_API_HOST") or None,
             slack_webhook_url=_read_secret(env, "SLACK_WEBHOOK_URL"),
+            notify_fold_window_s=duration(
+                "ROUTER_NOTIFY_FOLD_WINDOW", DEFAULT_NOTIFY_FOLD_WINDOW_S
+            ),
+            notify_backlog_age_s=duration(
+                "ROUTER_NOTIFY_BACKLOG_AGE", DEFAULT_NOTIFY_BACKLOG_AGE_S
+            ),
             key_prefix=env.get("ROUTER_KEY_PREFIX") or DEFAULT_ROUTER_PREFIX,
             breakers_prefix=env.get("BREAKERS_PREFIX") or DEFAULT_BREAKER_PREFIX,
             callback_keyword=env.get("ROUTER_CALLBACK_KEYWORD") or DEFAULT_CALLBACK_KEYWORD,

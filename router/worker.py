@@ -36,6 +36,16 @@ from router.endpoints import EndpointGate
 from router.enrich import Enricher, MonitorRead
 from router.keys import RouterKeys
 from router.model import Enrichment, Notification
+from router.notify import (
+    Notifier,
+    alert_sink,
+    backlog_alert,
+    breaker_alert,
+    build_notifier,
+    credentials_alerts,
+    dead_letter_alert,
+    oldest_waiting_ms,
+)
 from router.queue import Claim, Delivery, DeliveryQueue, Settled, now_ms
 from router.reconcile import READ_BUDGET_S as RECONCILE_READ_BUDGET_S
 from router.reconcile import Reconciler, ReconcilerLoop, ToldBook
@@ -103,6 +113,7 @@ class Worker:
         enrich: EnrichFn | None = None,
         name: str | None = None,
         rng: Callable[[], float] = random.random,
+        notifier: Notifier | None = None,
     ) -> None:
         secret = settings.require_worker()
         self.settings = settings
@@ -113,6 +124,8 @@ class Worker:
         self.policy = RetryPolicy(settings.retry_schedule, rng=rng)
         self.allow = CallbackAllowList(settings.callback_allow)
         self.sender = sender or CallbackSender(secret, timeout_s=settings.delivery_timeout_s)
+        # Slack when SLACK_WEBHOOK_URL is set; it never blocks the thread that calls it.
+        self.notifier = notifier or build_notifier(settings, self.redis, keys=self.queue.keys)
         self.enricher: Enricher | None = None
         if enrich is None:
             # Without DD_API_KEY/DD_APP_KEY it says so once and returns status "none".
@@ -137,7 +150,12 @@ class Worker:
                 return reader.read_monitor(monitor_id, budget_s=RECONCILE_READ_BUDGET_S)
 
             self.reconciler = ReconcilerLoop(
-                Reconciler(self.queue, read_monitor, keyword=settings.callback_keyword),
+                Reconciler(
+                    self.queue,
+                    read_monitor,
+                    keyword=settings.callback_keyword,
+                    alert=alert_sink(self.notifier),
+                ),
                 name=self.name,
                 interval_s=settings.reconcile_interval_s,
                 heartbeat_url=settings.heartbeat_url,
@@ -250,6 +268,17 @@ class Worker:
         pipe.execute()
         keys = [self.queue.keys.worker_heartbeats, self.queue.keys.enrichment_health]
         self._prune_silent(keys=keys, args=[now_ms() - int(HEALTH_TTL_S * 1000)])
+        self._notify_trouble()
+
+    def _notify_trouble(self) -> None:
+        """Refused Datadog keys and an old backlog, seen by every worker, folded into one."""
+        if self.enricher is not None:
+            for alert in credentials_alerts(self.enricher.health()):
+                self.notifier.notify(alert)
+        oldest_ms = oldest_waiting_ms(self.queue)
+        age_s = 0.0 if oldest_ms is None else (now_ms() - oldest_ms) / 1000
+        if age_s > self.settings.notify_backlog_age_s:
+            self.notifier.notify(backlog_alert(age_s, self.settings.notify_backlog_age_s))
 
     def _back_off(self, current: float) -> float:
         delay = min(max(current * 2, 0.1), REDIS_BACKOFF_MAX_S)
@@ -267,6 +296,8 @@ class Worker:
         # Threads that were still admitting entries may have parked some meanwhile.
         self._hand_back_parked()
         self.sender.close()
+        # After the deliveries in flight: their dead letters still get out.
+        self.notifier.close()
         if self.enricher is not None:
             self.enricher.close()
         with suppress(redis.RedisError):
@@ -417,6 +448,8 @@ class Worker:
         if result.outcome == "delivered":
             settled = self.queue.complete(claim, delivery, attempt=attempt)
             self._remember_told(delivery, body)
+            if settled == "done" and (alert := breaker_alert(delivery, ready.enrichment)):
+                self.notifier.notify(alert)
         elif result.outcome == "permanent":
             settled = self._dead(
                 claim, delivery, f"permanent failure: {result.error}", attempt=attempt
@@ -462,4 +495,5 @@ class Worker:
         settled = self.queue.dead_letter(claim, delivery, reason, attempt=attempt)
         if settled == "done":
             log.warning("delivery=%s url=%s dead-lettered: %s", delivery.id, delivery.url, reason)
+            self.notifier.notify(dead_letter_alert(delivery, reason))
         return settled
