@@ -52,7 +52,7 @@ class RouterKeys:
 
     @property
     def recent_deliveries(self) -> str:
-        """Sorted set of delivery id -> ms of its latest change, capped: what the dashboard lists."""
+        """Sorted set of delivery id -> ms of its latest change, capped: the dashboard's list."""
         return f"{self.prefix}:recent-deliveries"
 
     @property
