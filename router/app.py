@@ -25,6 +25,7 @@ from router.parsing.sns import CertificateUnavailable, SnsVerifier, fetch_certif
 from router.queue import DeliveryQueue
 from router.reconcile import RECONCILE_STATUS_FIELDS, reconciler_health
 from router.redis_conn import connect
+from router.ui import init_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def create_app(
     )
     app.register_blueprint(inbound_bp)
     app.register_blueprint(alertmanager_bp)
+    init_dashboard(app)
     _register_error_handlers(app)
 
     @app.get("/healthz")
