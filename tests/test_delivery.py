@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import select
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from router.delivery import (
@@ -19,6 +28,7 @@ from router.delivery import (
     classify_status,
 )
 from tests.conftest import free_port
+from tests.sns_signing import make_signing_identity
 from tests.support import (
     SIGNING_SECRET,
     Receiver,
@@ -226,7 +236,7 @@ def test_the_response_excerpt_is_capped(body, excerpt):
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, text=body)
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    client = httpx.Client(transport=httpx.MockTransport(answer))
     sender = CallbackSender(SIGNING_SECRET, timeout_s=1, client=client)
     try:
         result = sender.send(DELIVERY_ID, "https://svc.internal/cb", PAYLOAD)
@@ -358,3 +368,201 @@ def test_attempt_result_to_dict():
         "outcome": "retry",
         "response": "busy",
     }
+
+
+# A name nothing resolves: the tests below make looking it up hang until they are done.
+HANGING_HOST = "callback.hanging.invalid"
+
+
+@pytest.fixture
+def hanging_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Name lookups of HANGING_HOST block until the test ends; the event says one started."""
+    real_getaddrinfo = socket.getaddrinfo
+    asked = threading.Event()
+    release = threading.Event()
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == HANGING_HOST:
+            asked.set()
+            release.wait(timeout=30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield asked
+    release.set()
+
+
+def start_attempt(sender: CallbackSender, url: str) -> Callable[[], AttemptResult]:
+    """Send on another thread; the returned call closes the sender and gives the result."""
+    results: list[AttemptResult] = []
+    attempt = threading.Thread(target=lambda: results.append(sender.send("d", url, PAYLOAD)))
+    attempt.start()
+
+    def close_sender() -> AttemptResult:
+        sender.close()
+        attempt.join(timeout=5)
+        assert not attempt.is_alive()  # the attempt did not wait out its 30 s
+        [result] = results
+        return result
+
+    return close_sender
+
+
+def test_close_ends_an_attempt_waiting_on_a_name_lookup(hanging_resolver):
+    close_sender = start_attempt(
+        CallbackSender(SIGNING_SECRET, timeout_s=30), f"http://{HANGING_HOST}:8080/cb"
+    )
+    assert hanging_resolver.wait(timeout=5)
+    assert close_sender().error == "sender closed during the attempt"
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[socket.socket]:
+    """A socket that takes connections and never says a word."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield listener  # the kernel completes the TCP handshake without accept()
+
+
+def address(listener: socket.socket) -> str:
+    host, port = listener.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+@pytest.fixture
+def full_listener() -> Iterator[socket.socket]:
+    """A listener whose accept queue is full, so the kernel drops new connection requests."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        queued = [socket.socket() for _ in range(3)]
+        try:
+            for client in queued:
+                client.setblocking(False)
+                with suppress(BlockingIOError):
+                    client.connect(listener.getsockname())
+            _, writable, _ = select.select([], queued[:1], [], 5)
+            assert writable, "the first connection should have been queued"
+            yield listener
+        finally:
+            for client in queued:
+                client.close()
+
+
+def stuck_url(where: str, request: pytest.FixtureRequest) -> str:
+    """A callback URL whose attempt gets stuck at `where`, before any answer."""
+    if where == "name lookup":
+        request.getfixturevalue("hanging_resolver")
+        return f"http://{HANGING_HOST}:8080/cb"
+    if where == "connect":  # the kernel would resend the SYN for a minute or more
+        return f"http://{address(request.getfixturevalue('full_listener'))}/cb"
+    return f"https://{address(request.getfixturevalue('silent_listener'))}/cb"
+
+
+@pytest.mark.parametrize("where", ["name lookup", "connect", "TLS handshake"])
+def test_an_attempt_stuck_before_any_answer_ends_at_its_deadline(where, request, sender):
+    url = stuck_url(where, request)
+    started = time.monotonic()
+    result = sender.send(DELIVERY_ID, url, PAYLOAD)
+    waited = time.monotonic() - started
+    assert (result.outcome, result.status) == ("retry", None)
+    assert result.error == "timeout: attempt exceeded 300ms deadline"
+    assert waited < 1.5
+
+
+@dataclass
+class TLSServer:
+    url: str
+    context: ssl.SSLContext  # a client context that trusts the server's certificate
+    paths: list[str]
+    release: threading.Event  # ends the wait of requests to /hold, which get no answer
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[TLSServer]:
+    """An HTTPS callback on 127.0.0.1 with a self-signed certificate; it answers 200 "ok"."""
+    identity = make_signing_identity(common_name="127.0.0.1", ip_addresses=("127.0.0.1",))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(identity.pem)
+    key_path.write_bytes(
+        identity.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_path, key_path)
+    paths: list[str] = []
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            paths.append(self.path)
+            if self.path == "/hold":
+                release.wait(timeout=30)
+                return
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    # An untrusting client fails the handshake; the server's side of that is not news.
+    server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        yield TLSServer(
+            f"https://127.0.0.1:{port}",
+            ssl.create_default_context(cafile=cert_path),
+            paths,
+            release,
+        )
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_callback_over_tls_is_delivered(tls_server, monkeypatch):
+    # The sender trusts the CA bundle; this one trusts the test's certificate instead.
+    monkeypatch.setattr(httpx, "create_ssl_context", lambda **_: tls_server.context)
+    sender = CallbackSender(SIGNING_SECRET, timeout_s=5)
+    try:
+        first = sender.send(DELIVERY_ID, tls_server.url + "/cb", PAYLOAD)
+        second = sender.send(DELIVERY_ID, tls_server.url + "/cb", PAYLOAD)
+    finally:
+        sender.close()
+    assert [(r.outcome, r.status) for r in (first, second)] == [("delivered", 200)] * 2
+    assert tls_server.paths == ["/cb", "/cb"]
+
+
+def test_an_untrusted_certificate_is_a_connection_failure(tls_server, sender):
+    result = sender.send(DELIVERY_ID, tls_server.url + "/cb", PAYLOAD)
+    assert (result.outcome, result.status) == ("retry", None)
+    assert result.error is not None and result.error.startswith("connection failed: ")
+    assert "certificate verify failed" in result.error
+    assert tls_server.paths == []
+
+
+def test_close_ends_an_attempt_waiting_on_a_tls_answer(tls_server, monkeypatch):
+    monkeypatch.setattr(httpx, "create_ssl_context", lambda **_: tls_server.context)
+    sender = CallbackSender(SIGNING_SECRET, timeout_s=30)
+    close_sender = start_attempt(sender, tls_server.url + "/hold")
+    wait_for(lambda: tls_server.paths, timeout=5, what="the attempt to reach the receiver")
+    assert close_sender().error == "sender closed during the attempt"
+
+
+def test_close_ends_an_attempt_in_a_tls_handshake(silent_listener):
+    sender = CallbackSender(SIGNING_SECRET, timeout_s=30)
+    close_sender = start_attempt(sender, f"https://{address(silent_listener)}/cb")
+    silent_listener.settimeout(5)
+    connection, _ = silent_listener.accept()  # the attempt has connected, and says hello
+    with connection:
+        assert close_sender().error == "sender closed during the attempt"
