@@ -19,7 +19,8 @@ from router.config import Settings
 from router.errors import AuthError, ForbiddenError, PayloadError, QueueUnavailable
 from router.inbound import bp as inbound_bp
 from router.inbound_alertmanager import bp as alertmanager_bp
-from router.keys import RouterKeys
+from router.keys import BreakerKeys, RouterKeys
+from router.metrics import MetricsWriter
 from router.metrics import render as render_metrics
 from router.parsing.sns import CertificateUnavailable, SnsVerifier, fetch_certificate_https
 from router.queue import DeliveryQueue
@@ -123,6 +124,7 @@ def create_app(
     app.extensions["router.queue"] = DeliveryQueue(
         client, RouterKeys(settings.key_prefix), retention_s=settings.delivery_retention_s
     )
+    app.extensions["router.metrics"] = MetricsWriter(client, RouterKeys(settings.key_prefix))
     app.extensions["router.sns_verifier"] = SnsVerifier(
         sns_fetch_certificate or fetch_certificate_https
     )
@@ -167,6 +169,8 @@ def create_app(
     @app.get("/metrics")
     def metrics() -> Response:
         queue: DeliveryQueue = app.extensions["router.queue"]
-        return Response(render_metrics(queue), mimetype="text/plain; version=0.0.4")
+        # Breakers are counted where the services keep them: BREAKERS_PREFIX in this Redis.
+        text = render_metrics(queue, BreakerKeys(settings.breakers_prefix))
+        return Response(text, mimetype="text/plain; version=0.0.4")
 
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import logging
+import dataclasses
 import os
 import secrets
 import sys
@@ -12,23 +12,28 @@ from typing import TextIO
 import click
 import redis
 
+from router import logs
+from router.allowlist import CallbackAllowList
 from router.cli_breakers import breakers
 from router.cli_output import emit_json, when
 from router.cli_reconcile import reconcile
-from router.config import DEFAULT_CALLBACK_KEYWORD, Settings
+from router.config import (
+    DEFAULT_CALLBACK_KEYWORD,
+    Settings,
+    parse_callback_allow,
+    parse_log_settings,
+)
 from router.demo import demo
 from router.errors import ConfigError
 from router.keys import RouterKeys
-from router.parsing.conditionals import lint_message
+from router.parsing.conditionals import LintReport, lint_message
 from router.queue import Delivery, DeliveryQueue
 from router.redis_conn import connect
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
-
-def setup_logging() -> None:
-    level = os.environ.get("ROUTER_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format=LOG_FORMAT)
+def setup_logging(settings: Settings) -> None:
+    """The handler of a long-running command, in ROUTER_LOG_FORMAT (text or json)."""
+    logs.setup_logging(settings.log_format, settings.log_level)
 
 
 def load_settings() -> Settings:
@@ -54,8 +59,9 @@ def worker() -> None:
     """Deliver queued notifications to callbacks (run any number of these)."""
     from router.worker import Worker
 
-    setup_logging()
-    runner = Worker(load_settings())
+    settings = load_settings()
+    setup_logging(settings)
+    runner = Worker(settings)
     runner.install_signal_handlers()
     runner.run()
 
@@ -74,6 +80,8 @@ def dev(port: int | None, redis_kind: str) -> None:
     """Run everything on this machine: Redis, Datadog stub, web, worker, example service."""
     from router.devserver import run_dev
 
+    # Its children (web, worker) inherit ROUTER_LOG_FORMAT and set up their own.
+    logs.setup_logging(*parse_log_settings(os.environ))
     run_dev(port, redis_kind)
 
 
@@ -92,10 +100,15 @@ def secret() -> None:
     show_default=True,
     help="The callback keyword (ROUTER_CALLBACK_KEYWORD).",
 )
+@click.option(
+    "--allow",
+    envvar="ROUTER_CALLBACK_ALLOW",
+    help="URL prefixes the workers may call (ROUTER_CALLBACK_ALLOW); others get a warning.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def lint_message_command(source: TextIO, keyword: str, as_json: bool) -> None:
+def lint_message_command(source: TextIO, keyword: str, allow: str | None, as_json: bool) -> None:
     """Show which callback URLs a monitor message (FILE, or - for stdin) yields per transition."""
-    report = lint_message(source.read(), keyword)
+    report = check_allowed(lint_message(source.read(), keyword), allow)
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -112,6 +125,31 @@ def lint_message_command(source: TextIO, keyword: str, as_json: bool) -> None:
                 click.echo(f"{label}: {line}", err=label != "note")
     if not report.ok:
         sys.exit(1)
+
+
+def check_allowed(report: LintReport, allow: str | None) -> LintReport:
+    """The report plus a warning per URL the workers would refuse (or a note: not checked)."""
+    if allow is None:
+        return dataclasses.replace(
+            report,
+            notes=(
+                *report.notes,
+                "ROUTER_CALLBACK_ALLOW is not set here, so the URLs were not checked against "
+                "it; set it (or pass --allow) to see which ones the workers would refuse",
+            ),
+        )
+    try:
+        allow_list = CallbackAllowList(parse_callback_allow(allow))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--allow' / ROUTER_CALLBACK_ALLOW") from exc
+    urls = dict.fromkeys(url for result in report.transitions for url in result.callback_urls)
+    refused = [
+        allow_list.refusal(url).replace("; no request was made", "")
+        + ": the workers dead-letter it without calling it"
+        for url in urls
+        if not allow_list.allows(url)
+    ]
+    return dataclasses.replace(report, warnings=(*report.warnings, *refused))
 
 
 # -- dead letters -------------------------------------------------------------------------

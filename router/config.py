@@ -10,10 +10,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from router.errors import ConfigError
 from router.keys import DEFAULT_BREAKER_PREFIX, DEFAULT_ROUTER_PREFIX
+
+LogFormat = Literal["text", "json"]
 
 SECRET_NAMES = (
     "ROUTER_INBOUND_TOKEN",
@@ -63,6 +66,12 @@ SHED_PARKED_AFTER_CLAIM_IDLE = 1 / 3
 # How late the worker may notice a delivery parked too long: it looks every second, between
 # reads that block for up to half a second (`router.worker`; a test pins that they agree).
 PARKED_SHED_LATENCY_S = 1.5
+
+# Plain text reads best in a terminal; `json` is for a log pipeline (one object a line).
+DEFAULT_LOG_FORMAT = "text"
+LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_LEVEL = "INFO"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -145,6 +154,24 @@ def _annotation_name(text: str | None) -> str:
     return name
 
 
+def parse_callback_allow(text: str | None) -> tuple[str, ...]:
+    """ROUTER_CALLBACK_ALLOW: comma-separated http(s) URL prefixes, each checked."""
+    return _validate_allow_prefixes(_split_list(text))
+
+
+def parse_log_settings(env: Mapping[str, str]) -> tuple[LogFormat, str]:
+    """ROUTER_LOG_FORMAT and ROUTER_LOG_LEVEL, checked; read alone by `router.gunicorn_conf`."""
+    log_format = (env.get("ROUTER_LOG_FORMAT") or DEFAULT_LOG_FORMAT).strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"ROUTER_LOG_FORMAT: expected 'text' or 'json', got {log_format!r}")
+    level = (env.get("ROUTER_LOG_LEVEL") or DEFAULT_LOG_LEVEL).strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"ROUTER_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {level!r}"
+        )
+    return cast(LogFormat, log_format), level
+
+
 def _positive(name: str, value: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name}: must be greater than zero, got {value}")
@@ -185,6 +212,8 @@ class Settings:
     delivery_retention_s: float = DEFAULT_DELIVERY_RETENTION_S
     enrich_budget_s: float = DEFAULT_ENRICH_BUDGET_S
     sns_max_age_s: float = DEFAULT_SNS_MAX_AGE_S
+    log_format: LogFormat = "text"
+    log_level: str = DEFAULT_LOG_LEVEL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -208,12 +237,13 @@ class Settings:
         if auth_mode not in ("token", "none"):
             raise ConfigError(f"ROUTER_INBOUND_AUTH: expected 'token' or 'none', got {auth_mode!r}")
 
+        log_format, log_level = parse_log_settings(env)
         settings = cls(
             redis_url=_read_secret(env, "REDIS_URL"),
             inbound_token=_read_secret(env, "ROUTER_INBOUND_TOKEN"),
             inbound_auth_disabled=auth_mode == "none",
             signing_secret=_read_secret(env, "ROUTER_SIGNING_SECRET"),
-            callback_allow=_validate_allow_prefixes(_split_list(env.get("ROUTER_CALLBACK_ALLOW"))),
+            callback_allow=parse_callback_allow(env.get("ROUTER_CALLBACK_ALLOW")),
             retry_schedule=parse_schedule(
                 env.get("ROUTER_RETRY_SCHEDULE") or DEFAULT_RETRY_SCHEDULE
             ),
@@ -250,6 +280,8 @@ class Settings:
             ),
             enrich_budget_s=duration("ROUTER_ENRICH_BUDGET", DEFAULT_ENRICH_BUDGET_S),
             sns_max_age_s=duration("ROUTER_SNS_MAX_AGE", DEFAULT_SNS_MAX_AGE_S),
+            log_format=log_format,
+            log_level=log_level,
         )
         if settings.signing_secret is not None:
             _check_signing_secret(settings.signing_secret)

@@ -174,6 +174,8 @@ def web_command(port: int, *, workers: int = 2) -> list[str]:
         "--graceful-timeout", "5",
         # gunicorn's control socket has one default path per user; two servers would fight.
         "--no-control-socket",
+        # The router's log format (ROUTER_LOG_FORMAT) for gunicorn's lines and the app's.
+        "--config", "python:router.gunicorn_conf",
         "router.app:create_app()",
     ]  # fmt: skip
 

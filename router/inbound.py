@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from flask import Blueprint, Request, current_app, request
+from flask import Blueprint, Request, Response, current_app, g, request
 from tenacity import (
     retry,
     retry_if_exception_type,
@@ -22,6 +21,8 @@ from router.allowlist import CallbackAllowList
 from router.auth import check_token
 from router.config import Settings
 from router.errors import ForbiddenError, PayloadError, QueueUnavailable
+from router.logs import delivery_fields
+from router.metrics import MetricsWriter
 from router.model import Notification
 from router.parsing.callbacks import describe_problems, mask_credentials, scan_callback_lines
 from router.parsing.datadog import parse_datadog_webhook
@@ -45,6 +46,17 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 ENQUEUE_RETRY_WINDOW_S = 2.0
 # Each URL is a stored delivery: a message naming more is a mistake or an attack on Redis.
 MAX_CALLBACK_URLS = 20
+# Every route under this is a notification source, named by the next path segment.
+WEBHOOKS_PATH = "/webhooks/"
+# The `reason` label of a refused notification: a class per status, not per message.
+REJECTION_REASONS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+}
 
 
 def settings() -> Settings:
@@ -53,6 +65,30 @@ def settings() -> Settings:
 
 def queue() -> DeliveryQueue:
     return current_app.extensions["router.queue"]  # type: ignore[no-any-return]
+
+
+@bp.after_app_request
+def count_notification(response: Response) -> Response:
+    """Count each notification by source and outcome, whichever endpoint or error answered."""
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    if not rule.startswith(WEBHOOKS_PATH):
+        return response
+    source = rule[len(WEBHOOKS_PATH) :].split("/", 1)[0]
+    status = response.status_code
+    reason = ""
+    if status < 300:
+        answer = response.get_json(silent=True) if response.is_json else None
+        said = answer.get("status") if isinstance(answer, dict) else None
+        outcome = g.get("notification_outcome") or str(said or "accepted")
+    elif status == 503:
+        outcome = "unavailable"
+    elif 400 <= status < 500:
+        outcome, reason = "rejected", REJECTION_REASONS.get(status, f"http_{status}")
+    else:
+        outcome = "error"
+    metrics: MetricsWriter = current_app.extensions["router.metrics"]
+    metrics.notification(source, outcome, reason)
+    return response
 
 
 def authenticate() -> None:
@@ -146,9 +182,6 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
         title=mask_credentials(notification.title),
     )
     if not notification.callback_urls:
-        # A counter is not worth a 503 for a notification we would drop anyway.
-        with suppress(redis.RedisError):
-            queue().redis.hincrby(queue().keys.stats, "notifications_without_callback", 1)
         if not problems:
             log.info("notification %s has no callback line; nothing queued", notification.dedup_key)
         return {
@@ -164,6 +197,8 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
         results = _enqueue_with_retry(queue(), notification)
     except redis.RedisError as exc:
         raise QueueUnavailable(f"the queue (Redis) is unavailable: {exc}") from exc
+    # A sender's retry of a notification already queued: nothing new, and counted as such.
+    g.notification_outcome = "queued" if any(r.created for r in results) else "duplicate"
     allow: CallbackAllowList | None = current_app.extensions["router.allow"]
     deliveries = []
     for result in results:
@@ -176,12 +211,8 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
             item["warning"] = allow.refusal(result.url).replace("no request was made", "")
         deliveries.append(item)
         log.info(
-            "delivery=%s monitor=%s event=%s url=%s %s",
-            result.delivery_id,
-            notification.monitor_id,
-            notification.event_id,
-            result.url,
             "queued" if result.created else "duplicate ignored",
+            extra=delivery_fields(result.delivery_id, notification, url=result.url),
         )
     return {
         "status": "queued",

@@ -42,6 +42,22 @@ class RouterKeys:
         return f"{self.prefix}:stats"
 
     @property
+    def notifications_received(self) -> str:
+        """Hash of `<source>|<outcome>|<reason>` -> count of inbound notifications, for /metrics."""
+        return f"{self.prefix}:metrics:notifications"
+
+    @property
+    def attempt_seconds(self) -> str:
+        """Hash of `<outcome>|<le>` and `<outcome>|sum`: the attempt-duration histogram (each
+        attempt counted once, under the smallest bound it fits)."""
+        return f"{self.prefix}:metrics:attempt-seconds"
+
+    @property
+    def datadog_calls(self) -> str:
+        """Hash of `calls|<op>`, `errors|<op>|<kind>`, `waits|<op>`, `wait_seconds|<op>`."""
+        return f"{self.prefix}:metrics:datadog"
+
+    @property
     def worker_heartbeats(self) -> str:
         """Hash of worker name -> last heartbeat ms."""
         return f"{self.prefix}:workers"

@@ -1,73 +1,378 @@
-"""/metrics: cluster-wide figures read from Redis at scrape time, in Prometheus text format.
+"""/metrics: cluster-wide figures kept in Redis, read at scrape time, in Prometheus text format.
 
-Counters live in Redis (`RouterKeys.stats`), written by every web and worker process, so any
-web process answers for the whole cluster and gunicorn needs no multiprocess mode.
+Every web and worker process adds to the same Redis hashes (`MetricsWriter`), and a scrape of
+any web process reads them all (`QueueCollector`), so each answers for the whole cluster and
+gunicorn needs no multiprocess mode. A histogram is a hash of bucket counters: each attempt is
+counted once, under the smallest bound it fits, and the scrape makes the buckets cumulative.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from typing import cast
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from router.client.model import Record
+from router.client.states import breaker_state
+from router.keys import BreakerKeys, RouterKeys
 from router.queue import DeliveryQueue, now_ms
+
+log = logging.getLogger(__name__)
 
 PREFIX = "breaker_router"
 # Workers beat every 5 s; one silent for six beats is gone (a SIGKILL leaves its entry).
 WORKER_SILENT_AFTER_MS = 30_000
+# Attempt durations from a callback on the same host (5 ms) to ROUTER_DELIVERY_TIMEOUT's 10 s.
+ATTEMPT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Breakers read per scrape at most: far above one router's breakers, and a scrape of that many
+# is a few tens of ms of Redis work; `breakers_indexed` shows if there are more.
+MAX_BREAKERS_COUNTED = 10_000
+BREAKER_SCAN_PAGE = 1_000
+# What decides a breaker's state now (router.client.states): all a scrape reads of a record.
+# `updated_ms` is in every record: without it the record is gone (pruned since the scan).
+STATE_FIELDS = ("state", "since_ms", "ramp_ms", "forced", "forced_until_ms", "updated_ms")
+# After a failed write, a process stops writing metrics this long: a stalled Redis must not
+# add its connect timeout to every attempt and Datadog read (the work itself says it is down).
+WRITE_PAUSE_S = 30.0
+_SEP = "|"
 
-# Counter name in Redis -> (metric suffix, help).
+# Counter name in Redis (`RouterKeys.stats`) -> (metric suffix, help).
 COUNTERS = {
     "accepted": ("deliveries_accepted", "Deliveries queued from inbound notifications."),
     "duplicates": ("deliveries_duplicate", "Deliveries a sender sent again and we dropped."),
-    "delivered": ("deliveries_delivered", "Deliveries a callback acknowledged with 2xx."),
-    "retries_scheduled": ("delivery_retries_scheduled", "Failed attempts scheduled to retry."),
-    "dead": ("deliveries_dead_lettered", "Deliveries moved to the dead-letter stream."),
     "replayed": ("deliveries_replayed", "Dead deliveries a person replayed."),
     "reclaimed": ("deliveries_reclaimed", "Deliveries taken over from a worker that stopped."),
     "deferred": ("deliveries_deferred", "Attempts put off because an endpoint was busy."),
-    "notifications_without_callback": (
-        "notifications_without_callback",
-        "Notifications accepted that held no callback line.",
+    "reconcile_runs": ("reconcile_runs", "Reconcile cycles the leader completed."),
+    "reconcile_corrections": (
+        "reconcile_corrections",
+        "Reconcile snapshots queued because a callback was told something Datadog disagrees with.",
     ),
+}
+# Stats field -> `outcome` label of breaker_router_deliveries_total.
+DELIVERY_OUTCOMES = {
+    "delivered": "delivered",
+    "retries_scheduled": "retried",
+    "dead": "dead",
+    "late_results": "late_result",
+    "missing_records": "missing_record",
 }
 
 
+def bucket_for(seconds: float) -> str:
+    """The field suffix of the smallest bound `seconds` fits under."""
+    for bound in ATTEMPT_BUCKETS_S:
+        if seconds <= bound:
+            return repr(bound)
+    return "+Inf"
+
+
+class MetricsWriter:
+    """What a process adds to the cluster-wide metrics; thread-safe. A write that fails is
+    dropped (and writes pause for `WRITE_PAUSE_S`): a metric never fails or slows the work."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: RouterKeys,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self._clock = clock
+        self._paused_until = float("-inf")
+
+    def notification(self, source: str, outcome: str, reason: str = "") -> None:
+        """One inbound notification and what became of it (see router.inbound)."""
+        field = _SEP.join((source, outcome, reason))
+        self._write(lambda pipe: pipe.hincrby(self.keys.notifications_received, field, 1))
+
+    def attempt(self, outcome: str, seconds: float) -> None:
+        """One callback attempt that ended with `outcome` after `seconds`."""
+        key = self.keys.attempt_seconds
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            pipe.hincrby(key, f"{outcome}{_SEP}{bucket_for(seconds)}", 1)
+            pipe.hincrbyfloat(key, f"{outcome}{_SEP}sum", seconds)
+
+        self._write(write, transaction=True)
+
+    def datadog_call(self, operation: str, error_kind: str | None = None) -> None:
+        """One Datadog API request; `error_kind` when it failed (rate_limited, auth, ...)."""
+        key = self.keys.datadog_calls
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            pipe.hincrby(key, f"calls{_SEP}{operation}", 1)
+            if error_kind is not None:
+                pipe.hincrby(key, f"errors{_SEP}{operation}{_SEP}{error_kind}", 1)
+
+        self._write(write)
+
+    def datadog_wait(self, operation: str, seconds: float) -> None:
+        """A read waited `seconds` for a Datadog rate limit to reset."""
+        key = self.keys.datadog_calls
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            pipe.hincrby(key, f"waits{_SEP}{operation}", 1)
+            pipe.hincrbyfloat(key, f"wait_seconds{_SEP}{operation}", seconds)
+
+        self._write(write)
+
+    def _write(
+        self, write: Callable[[redis.client.Pipeline], object], *, transaction: bool = False
+    ) -> None:
+        if self._clock() < self._paused_until:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=transaction)
+            write(pipe)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._paused_until = self._clock() + WRITE_PAUSE_S
+            log.warning("metrics not written for %.0fs, Redis failed: %s", WRITE_PAUSE_S, exc)
+
+
+def _entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+def oldest_entry_ms(queue: DeliveryQueue) -> dict[str, int | None]:
+    """When the oldest in-flight (pending) and the oldest ready stream entry entered the stream
+    (a retry or a deferral enters it again), or None when there is none."""
+    keys = queue.keys
+    try:
+        oldest_pending = cast(dict[str, str | None], queue.redis.xpending(keys.stream, keys.group))
+        groups = cast(list[dict[str, str]], queue.redis.xinfo_groups(keys.stream))
+    except redis.ResponseError:
+        oldest_pending, groups = {"min": None}, []  # no stream or no group: nothing claimed yet
+    last_read = next((g["last-delivered-id"] for g in groups if g["name"] == keys.group), "0-0")
+    first_ready = cast(
+        list[tuple[str, dict[str, str]]],
+        queue.redis.xrange(keys.stream, min=f"({last_read}", max="+", count=1),
+    )
+    pending_id = oldest_pending.get("min")
+    return {
+        "ready": _entry_ms(first_ready[0][0]) if first_ready else None,
+        "in_flight": _entry_ms(pending_id) if pending_id else None,
+    }
+
+
+def count_breakers(
+    client: redis.Redis, keys: BreakerKeys, at_ms: int
+) -> tuple[int, Counter[str], int]:
+    """(breakers in the index, counted breakers by effective state, how many are open)."""
+    indexed = int(client.scard(keys.index))
+    members: dict[str, None] = {}
+    cursor = 0
+    while True:
+        cursor, page = cast(
+            tuple[int, list[str]], client.sscan(keys.index, cursor, count=BREAKER_SCAN_PAGE)
+        )
+        members.update(dict.fromkeys(page))
+        if cursor == 0 or len(members) >= MAX_BREAKERS_COUNTED:
+            break
+    chosen = list(members)[:MAX_BREAKERS_COUNTED]
+    pipe = client.pipeline(transaction=False)
+    for member in chosen:
+        pipe.hmget(keys.record(member), STATE_FIELDS)
+    states: Counter[str] = Counter()
+    refusing = 0
+    for member, values in zip(chosen, cast(list[list[str | None]], pipe.execute()), strict=True):
+        fields = {name: v for name, v in zip(STATE_FIELDS, values, strict=True) if v is not None}
+        if not fields:
+            continue  # pruned between the scan and the read
+        # The record's other fields (reasons, history) do not change its state: not read.
+        state = breaker_state(Record.from_hash(member, fields), at_ms)
+        states[state.state] += 1
+        refusing += state.open
+    return indexed, states, refusing
+
+
+def _labelled(fields: dict[str, str], parts: int) -> Iterator[tuple[list[str], float]]:
+    for field, raw in fields.items():
+        labels = field.split(_SEP)
+        if len(labels) == parts:
+            yield labels, float(raw)
+
+
 class QueueCollector(Collector):
-    def __init__(self, queue: DeliveryQueue) -> None:
+    """Reads every figure from Redis when scraped; `breakers` adds the breakers' states."""
+
+    def __init__(
+        self,
+        queue: DeliveryQueue,
+        breakers: BreakerKeys | None = None,
+        *,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.queue = queue
+        self.breakers = breakers
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(f"{PREFIX}_redis_up", "1 if Redis answered this scrape.")
         try:
-            depths = self.queue.depths()
-            stats = self.queue.stats()
-            beats = self.queue.redis.hvals(self.queue.keys.worker_heartbeats)
-        except redis.RedisError:
+            metrics = list(self._collect())
+        except redis.RedisError as exc:
+            log.warning("/metrics: Redis failed: %s", exc)
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
         yield up
+        yield from metrics
+
+    def _collect(self) -> Iterator[Metric]:
+        queue, keys, now = self.queue, self.queue.keys, self._clock()
+        depths = queue.depths()
+        oldest = oldest_entry_ms(queue)
+        pipe = queue.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.stats)
+        pipe.hvals(keys.worker_heartbeats)
+        pipe.hgetall(keys.notifications_received)
+        pipe.hgetall(keys.attempt_seconds)
+        pipe.hgetall(keys.datadog_calls)
+        pipe.hget(keys.reconcile_status, "last_success_ms")
+        stats, beats, received, attempts, datadog, last_success = pipe.execute()
+        stats = {str(k): int(v) for k, v in stats.items()}
+
         depth = GaugeMetricFamily(
             f"{PREFIX}_queue_depth", "Deliveries by queue state.", labels=["state"]
         )
         for state, value in depths.items():
             depth.add_metric([state], value)
         yield depth
-        recent = now_ms() - WORKER_SILENT_AFTER_MS
+        age = GaugeMetricFamily(
+            f"{PREFIX}_queue_oldest_age_seconds",
+            "Age of the oldest stream entry that is ready or in flight (0 when none).",
+            labels=["state"],
+        )
+        for state, since_ms in oldest.items():
+            age.add_metric([state], 0 if since_ms is None else max(0, now - since_ms) / 1000)
+        yield age
+        recent = now - WORKER_SILENT_AFTER_MS
         workers = sum(1 for beat in beats if int(beat) >= recent)
         yield GaugeMetricFamily(
             f"{PREFIX}_workers", "Workers that sent a heartbeat recently.", value=workers
         )
         for field, (suffix, help_text) in COUNTERS.items():
             yield CounterMetricFamily(f"{PREFIX}_{suffix}", help_text, value=stats.get(field, 0))
+        deliveries = CounterMetricFamily(
+            f"{PREFIX}_deliveries",
+            "What became of delivery attempts, cluster-wide.",
+            labels=["outcome"],
+        )
+        for field, outcome in DELIVERY_OUTCOMES.items():
+            deliveries.add_metric([outcome], stats.get(field, 0))
+        yield deliveries
+        notifications = CounterMetricFamily(
+            f"{PREFIX}_notifications_received",
+            "Inbound notifications by source and what the router answered.",
+            labels=["source", "outcome", "reason"],
+        )
+        for labels, count in sorted(_labelled(received, 3)):
+            notifications.add_metric(labels, count)
+        yield notifications
+        yield self._attempt_histogram(attempts)
+        yield from self._datadog(datadog)
+        if last_success:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_reconcile_last_success_timestamp_seconds",
+                "When the last reconcile cycle succeeded (Unix time); absent before the first.",
+                value=int(last_success) / 1000,
+            )
+        if self.breakers is not None:
+            yield from self._breakers(self.breakers, now)
+
+    def _attempt_histogram(self, fields: dict[str, str]) -> Metric:
+        histogram = HistogramMetricFamily(
+            f"{PREFIX}_attempt_duration_seconds",
+            "How long callback attempts took, by outcome (delivered, retry, permanent).",
+            labels=["outcome"],
+        )
+        bounds = [*ATTEMPT_BUCKETS_S, math.inf]
+        counts: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(bounds))
+        sums: dict[str, float] = defaultdict(float)
+        for (outcome, le), value in _labelled(fields, 2):
+            if le == "sum":
+                sums[outcome] = value
+                continue
+            # A bound no longer in the list counts under the next one up: still cumulative.
+            upper = float(le)
+            index = next(i for i, bound in enumerate(bounds) if upper <= bound)
+            counts[outcome][index] += value
+        for outcome in sorted(counts):
+            running, buckets = 0.0, []
+            for bound, count in zip(bounds, counts[outcome], strict=True):
+                running += count
+                buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
+            histogram.add_metric([outcome], buckets, sums[outcome])
+        return histogram
+
+    def _datadog(self, fields: dict[str, str]) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            f"{PREFIX}_datadog_api_calls",
+            "Requests made to the Datadog API, by operation.",
+            labels=["operation"],
+        )
+        errors = CounterMetricFamily(
+            f"{PREFIX}_datadog_api_errors",
+            "Datadog API requests that failed, by operation and kind.",
+            labels=["operation", "kind"],
+        )
+        waits = CounterMetricFamily(
+            f"{PREFIX}_datadog_rate_limit_waits",
+            "Reads that waited for a Datadog rate limit to reset.",
+            labels=["operation"],
+        )
+        waited = CounterMetricFamily(
+            f"{PREFIX}_datadog_rate_limit_wait_seconds",
+            "Time reads spent waiting for Datadog rate limits to reset.",
+            labels=["operation"],
+        )
+        families = {"calls": calls, "errors": errors, "waits": waits, "wait_seconds": waited}
+        for field, raw in sorted(fields.items()):
+            kind, _, labels = field.partition(_SEP)
+            family = families.get(kind)
+            if family is not None:
+                family.add_metric(labels.split(_SEP), float(raw))
+        yield from families.values()
+
+    def _breakers(self, keys: BreakerKeys, now: int) -> Iterator[Metric]:
+        indexed, states, refusing = count_breakers(self.queue.redis, keys, now)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_breakers_open",
+            "Breakers refusing calls now (open or forced open), in the router's Redis.",
+            value=refusing,
+        )
+        by_state = GaugeMetricFamily(
+            f"{PREFIX}_breakers", "Breakers by effective state.", labels=["state"]
+        )
+        for state, count in sorted(states.items()):
+            by_state.add_metric([state], count)
+        yield by_state
+        yield GaugeMetricFamily(
+            f"{PREFIX}_breakers_indexed",
+            f"Breakers in the index; states are counted for at most {MAX_BREAKERS_COUNTED}.",
+            value=indexed,
+        )
 
 
-def render(queue: DeliveryQueue) -> bytes:
+def render(queue: DeliveryQueue, breakers: BreakerKeys | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(QueueCollector(queue))
+    registry.register(QueueCollector(queue, breakers))
     return generate_latest(registry)

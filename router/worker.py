@@ -35,6 +35,8 @@ from router.delivery import AttemptResult, CallbackSender
 from router.endpoints import EndpointGate
 from router.enrich import Enricher, MonitorRead
 from router.keys import RouterKeys
+from router.logs import delivery_fields
+from router.metrics import MetricsWriter
 from router.model import Enrichment, Notification
 from router.notify import (
     Notifier,
@@ -98,6 +100,16 @@ class Ready:
     enrichment: Enrichment
 
 
+def _delivery_fields(delivery: Delivery, **more: Any) -> dict[str, Any]:
+    """The ids every log line about a delivery carries (fields in JSON logs)."""
+    return delivery_fields(delivery.id, delivery.notification, url=delivery.url, **more)
+
+
+def _claim_fields(claim: Claim) -> dict[str, Any]:
+    """A claim not loaded yet: only the delivery id is known."""
+    return delivery_fields(claim.delivery_id)
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
@@ -121,6 +133,7 @@ class Worker:
         self.queue = DeliveryQueue(
             self.redis, RouterKeys(settings.key_prefix), retention_s=settings.delivery_retention_s
         )
+        self.metrics = MetricsWriter(self.redis, self.queue.keys)
         self.policy = RetryPolicy(settings.retry_schedule, rng=rng)
         self.allow = CallbackAllowList(settings.callback_allow)
         self.sender = sender or CallbackSender(secret, timeout_s=settings.delivery_timeout_s)
@@ -331,15 +344,15 @@ class Worker:
             self.name, min_idle_ms, count=free, cursor=self._reclaim_cursor
         )
         for claim in claims:
-            log.warning("delivery=%s reclaimed from a worker that stopped", claim.delivery_id)
+            log.warning("reclaimed from a worker that stopped", extra=_claim_fields(claim))
             self._submit(claim)
 
     def _shed_parked(self) -> None:
         older_than = self.settings.claim_idle_s * SHED_PARKED_AFTER_CLAIM_IDLE
         for ready in self._gate.shed(older_than):
             log.info(
-                "delivery=%s waited too long for its endpoint; back to the queue",
-                ready.delivery.id,
+                "waited too long for its endpoint; back to the queue",
+                extra=_delivery_fields(ready.delivery),
             )
             self.queue.defer(ready.claim, ready.delivery.id, 0)
 
@@ -358,9 +371,7 @@ class Worker:
                 self._admit(Ready(claim, delivery, self._enrichment(delivery)))
         except Exception:
             # Left pending in Redis: a worker reclaims it after ROUTER_CLAIM_IDLE.
-            log.exception(
-                "delivery=%s failed inside the worker; it stays queued", claim.delivery_id
-            )
+            log.exception("failed inside the worker; it stays queued", extra=_claim_fields(claim))
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -383,7 +394,8 @@ class Worker:
                 duration_s = self._attempt(item)
             except Exception:
                 log.exception(
-                    "delivery=%s failed inside the worker; it stays queued", item.delivery.id
+                    "failed inside the worker; it stays queued",
+                    extra=_delivery_fields(item.delivery),
                 )
             item = self._gate.finished(origin, duration_s)
 
@@ -393,8 +405,8 @@ class Worker:
         if delivery is None or delivery.status in ("delivered", "dead"):
             if self.queue.ack(claim) == "missing":
                 log.warning(
-                    "delivery=%s has no record (purged, or Redis lost its data); dropped",
-                    claim.delivery_id,
+                    "no record (purged, or Redis lost its data); dropped",
+                    extra=_claim_fields(claim),
                 )
             return None
         if delivery.reclaims > MAX_RECLAIMS:
@@ -414,7 +426,7 @@ class Worker:
         try:
             return self.enrich(delivery.notification, self.settings.enrich_budget_s)
         except Exception as exc:
-            log.exception("delivery=%s enrichment failed; sending without it", delivery.id)
+            log.exception("enrichment failed; sending without it", extra=_delivery_fields(delivery))
             return Enrichment.none(f"enrichment failed: {exc}")
 
     def _attempt(self, ready: Ready) -> float:
@@ -422,7 +434,7 @@ class Worker:
         claim, delivery = ready.claim, ready.delivery
         if not self.queue.refresh(claim):
             # Taken over while it was enriched or parked: the new holder sends it, not us.
-            log.warning("delivery=%s was taken over by another worker; not sent", delivery.id)
+            log.warning("taken over by another worker; not sent", extra=_delivery_fields(delivery))
             return 0.0
         if delivery.attempts_this_round == 0:
             trigger = "replay" if delivery.replays else "first"
@@ -433,17 +445,20 @@ class Worker:
         number = len(delivery.attempts) + 1
         attempt = result.to_dict(number, trigger)
         delivery.attempts.append(attempt)
-        notification = delivery.notification
+        self.metrics.attempt(result.outcome, result.duration_ms / 1000)
         log.info(
-            "delivery=%s monitor=%s event=%s attempt=%d url=%s -> %s (%s) in %dms",
-            delivery.id,
-            notification.monitor_id,
-            notification.event_id,
+            "attempt %d -> %s (%s) in %dms",
             number,
-            delivery.url,
             result.outcome,
             result.status or result.error,
             result.duration_ms,
+            extra=_delivery_fields(
+                delivery,
+                attempt=number,
+                outcome=result.outcome,
+                status=result.status,
+                duration_ms=result.duration_ms,
+            ),
         )
         if result.outcome == "delivered":
             settled = self.queue.complete(claim, delivery, attempt=attempt)
@@ -458,10 +473,10 @@ class Worker:
             settled = self._retry_or_give_up(claim, delivery, result, attempt)
         if settled != "done":
             log.warning(
-                "delivery=%s result arrived after another worker took it over or it ended (%s); "
+                "result arrived after another worker took it over or it ended (%s); "
                 "kept in its history only",
-                delivery.id,
                 settled,
+                extra=_delivery_fields(delivery),
             )
         return result.duration_ms / 1000
 
@@ -471,8 +486,11 @@ class Worker:
             self.told.record_delivered(delivery, body)
         except redis.RedisError as exc:
             # The next notification or reconcile snapshot tells it again; nothing is lost.
-            log.warning("delivery=%s delivered, but not remembered for the reconciler: %s",
-                        delivery.id, exc)  # fmt: skip
+            log.warning(
+                "delivered, but not remembered for the reconciler: %s",
+                exc,
+                extra=_delivery_fields(delivery),
+            )
 
     def _retry_or_give_up(
         self, claim: Claim, delivery: Delivery, result: AttemptResult, attempt: dict[str, Any]
@@ -494,6 +512,6 @@ class Worker:
     ) -> Settled:
         settled = self.queue.dead_letter(claim, delivery, reason, attempt=attempt)
         if settled == "done":
-            log.warning("delivery=%s url=%s dead-lettered: %s", delivery.id, delivery.url, reason)
+            log.warning("dead-lettered: %s", reason, extra=_delivery_fields(delivery))
             self.notifier.notify(dead_letter_alert(delivery, reason))
         return settled

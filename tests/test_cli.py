@@ -130,6 +130,8 @@ def test_secret_prints_a_signing_secret_that_settings_and_webhooks_accept():
 def lint_rows(output: str) -> dict[str, str]:
     rows = {}
     for line in output.splitlines():
+        if line.startswith("note: "):
+            continue
         transition, _, urls = line.partition("  ")
         rows[transition] = urls.strip()
     return rows
@@ -169,6 +171,49 @@ def test_lint_message_uses_the_configured_keyword():
     assert default.exit_code == 1
     assert configured.exit_code == 0, configured.output
     assert lint_rows(configured.stdout)["alert"] == "https://svc.internal/cb"
+
+
+OTHER_CALLBACK = "https://ledger.internal/breaker/callback"
+TWO_SERVICES = (
+    MESSAGE + f"{{{{#is_alert}}}}circuit-breaker-callback: {OTHER_CALLBACK}{{{{/is_alert}}}}\n"
+)
+
+
+def test_lint_message_warns_about_urls_outside_router_callback_allow():
+    env = {"ROUTER_CALLBACK_ALLOW": "https://bank-charge.internal/breaker/"}
+    result = invoke(env, "lint-message", "-", input=TWO_SERVICES)
+    assert result.exit_code == 0, result.output  # a warning, not a problem
+    outside = [line for line in result.stderr.splitlines() if "ROUTER_CALLBACK_ALLOW" in line]
+    assert outside == [
+        f"warning: callback URL {OTHER_CALLBACK} is not under any ROUTER_CALLBACK_ALLOW prefix "
+        "(https://bank-charge.internal/breaker/): the workers dead-letter it without calling it"
+    ]
+    assert CALLBACK not in result.stderr
+
+
+def test_lint_message_json_carries_the_allow_warning_and_the_option_overrides_the_env():
+    env = {"ROUTER_CALLBACK_ALLOW": "https://bank-charge.internal/"}
+    result = invoke(
+        env, "lint-message", "-", "--json", "--allow", "https://ledger.internal/", input=MESSAGE
+    )
+    report = json.loads(result.stdout)
+    assert [w for w in report["warnings"] if "ROUTER_CALLBACK_ALLOW" in w] == [
+        f"callback URL {CALLBACK} is not under any ROUTER_CALLBACK_ALLOW prefix "
+        "(https://ledger.internal/): the workers dead-letter it without calling it"
+    ]
+
+
+def test_lint_message_says_when_router_callback_allow_is_not_set():
+    result = invoke({}, "lint-message", "-", input=MESSAGE)
+    assert result.exit_code == 0, result.output
+    assert "note: ROUTER_CALLBACK_ALLOW is not set here" in result.stdout
+    assert "ROUTER_CALLBACK_ALLOW" not in result.stderr
+
+
+def test_lint_message_refuses_a_malformed_allow_list():
+    result = invoke({"ROUTER_CALLBACK_ALLOW": "ftp://x"}, "lint-message", "-", input=MESSAGE)
+    assert result.exit_code == 2  # a usage error, not a traceback
+    assert "ROUTER_CALLBACK_ALLOW: each entry must be an http(s) URL prefix" in result.stderr
 
 
 @pytest.mark.parametrize(

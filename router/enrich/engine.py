@@ -54,6 +54,7 @@ from router.enrich.snapshot import (
     monitor_from_api,
 )
 from router.keys import RouterKeys
+from router.metrics import MetricsWriter
 from router.model import Enrichment, EnrichmentStatus, Notification
 
 logger = logging.getLogger(__name__)
@@ -190,11 +191,14 @@ class Enricher:
         )
         self._missing_monitors: TtlCache[str, str] = TtlCache(clock, max_entries=MAX_CACHE_ENTRIES)
         self._events: TtlCache[str, EventSnapshot] = TtlCache(clock, max_entries=MAX_CACHE_ENTRIES)
+        keys = RouterKeys(key_prefix if key_prefix is not None else settings.key_prefix)
+        # Calls, errors and rate-limit waits, counted cluster-wide for /metrics.
+        self._metrics = MetricsWriter(redis_client, keys) if redis_client is not None else None
         self._shared: SharedMonitorCache | None = None
         if redis_client is not None and coalesce:
             self._shared = SharedMonitorCache(
                 redis_client,
-                RouterKeys(key_prefix if key_prefix is not None else settings.key_prefix),
+                keys,
                 ttl_s=monitor_cache_ttl_s,
                 # The leaseholder's read ends within the request timeout; then others read.
                 lease_s=request_timeout_s + 1.0,
@@ -540,6 +544,8 @@ class Enricher:
                         failure.error,
                     )
                 waits += 1
+                if gate.kind == "rate" and self._metrics is not None:
+                    self._metrics.datadog_wait(operation, wait_s)
                 self._sleep(wait_s)
                 continue
             retry_outage = False
@@ -636,8 +642,12 @@ class Enricher:
             self._book.failed(
                 operation, exc, cooldown_s=self._cooldown_s, auth_retry_s=self._auth_retry_s
             )
+            if self._metrics is not None:
+                self._metrics.datadog_call(operation, error_kind(exc))
             raise
         self._book.succeeded(operation, answer.rate_limit)
+        if self._metrics is not None:
+            self._metrics.datadog_call(operation)
         return answer
 
     def _redis_trouble(self, exc: redis.RedisError) -> None:
@@ -663,6 +673,20 @@ class MonitorRead:
     snapshot: MonitorSnapshot | None = None
     problem: str | None = None
     missing: bool = False
+
+
+def error_kind(exc: DatadogApiError) -> str:
+    """The `kind` label of a failed Datadog call in /metrics."""
+    for kind, cls in (
+        ("rate_limited", DatadogRateLimited),
+        ("auth", DatadogAuthError),
+        ("not_found", DatadogNotFound),
+        ("unavailable", DatadogUnavailable),
+        ("unreadable", DatadogProtocolError),
+    ):
+        if isinstance(exc, cls):
+            return kind
+    return "error"
 
 
 def _not_found(monitor_id: str) -> str:

@@ -1,0 +1,14 @@
+"""gunicorn settings for the router web (`gunicorn -c python:router.gunicorn_conf ...`).
+
+gunicorn owns logging in its processes: this hands it the router's handler and format
+(`ROUTER_LOG_FORMAT`, `ROUTER_LOG_LEVEL`), so its own lines and the app's come out alike.
+"""
+
+from __future__ import annotations
+
+import os
+
+from router.config import parse_log_settings
+from router.logs import dict_config
+
+logconfig_dict = dict_config(*parse_log_settings(os.environ))
