@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis as redis_lib
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -103,6 +104,18 @@ def text(driver: WebDriver, css: str) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, css).text)
 
 
+def shows(driver: WebDriver, css: str, expected: str, *, timeout: float = 10.0) -> None:
+    """Wait (bounded) until the element at `css` holds `expected`: a click's page may still load."""
+
+    def holds() -> bool:
+        try:
+            return expected in text(driver, css)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+
+    wait_for(holds, timeout=timeout, what=f"{expected!r} in {css}")
+
+
 def test_an_alert_opens_a_breaker_that_the_dashboard_lists_with_its_history(browser, system):
     browser.delete_all_cookies()
     sent = post_alert(system.base, f"{system.service}/breaker/callback", event_id="8001")
@@ -113,11 +126,11 @@ def test_an_alert_opens_a_breaker_that_the_dashboard_lists_with_its_history(brow
     assert "OPEN" in shown and "bank-charge" in shown and "0001" in shown
     assert "monitor 155844758" in shown  # who opened it: the monitor, event and delivery
     browser.find_element(By.CSS_SELECTOR, f"{card} a.breaker-name").click()
-    assert "OPEN" in text(browser, "h1")
+    shows(browser, "h1", "OPEN")
     history = text(browser, "table.history tbody")
     assert "closed → OPEN" in history and "open" in history
     assert browser.find_elements(By.CSS_SELECTOR, "svg.timeline rect.seg-open")
-    assert "Sign in" in text(browser, ".panel")  # read-only until someone signs in
+    shows(browser, ".panel", "Sign in")  # read-only until someone signs in
 
 
 def test_a_dead_letter_is_refused_without_the_token_then_replayed_and_delivered(browser, system):
@@ -130,25 +143,25 @@ def test_a_dead_letter_is_refused_without_the_token_then_replayed_and_delivered(
 
     # Not signed in: the action is refused and nothing changes.
     browser.find_element(By.CSS_SELECTOR, "[data-testid=replay]").click()
-    assert "Sign in first" in text(browser, "h1")
-    assert "read-only" in text(browser, "[data-testid=refused]")
+    shows(browser, "h1", "Sign in first")
+    shows(browser, "[data-testid=refused]", "read-only")
     api = httpx.get(f"{system.base}/api/deliveries/{queued['id']}", timeout=5).json()
     assert api["status"] == "dead"
 
     # A wrong token is refused; the right one signs in and comes back to the delivery.
     browser.find_element(By.LINK_TEXT, "Sign in").click()
     sign_in(browser, "Alice Operator", "not-the-token")
-    assert "not the router's ROUTER_ADMIN_TOKEN" in text(browser, "[data-testid=refused]")
+    shows(browser, "[data-testid=refused]", "not the router's ROUTER_ADMIN_TOKEN")
     sign_in(browser, "Alice Operator", ADMIN_TOKEN)
-    assert "Signed in as Alice Operator" in text(browser, ".flash")
+    shows(browser, ".flash", "Signed in as Alice Operator")
     assert browser.current_url.endswith(f"/ui/deliveries/{queued['id']}")
 
     browser.find_element(By.CSS_SELECTOR, "[data-testid=replay]").click()
-    assert "Replayed" in text(browser, ".flash")
+    shows(browser, ".flash", "Replayed")
     show(browser, browser.current_url, "h1 .status-delivered", what="the replay to be delivered")
     attempts = text(browser, "table.list tbody")
     assert "HTTP 410" in attempts and "HTTP 200" in attempts
-    assert "Alice Operator replay" in text(browser, "ul.audit")
+    shows(browser, "ul.audit", "Alice Operator replay")
     assert len(system.receiver.requests) == 2
 
 
