@@ -161,3 +161,27 @@ def test_a_malformed_breaker_name_in_an_action_is_422(client):
     body = {"by": "a", "reason": "r"}
     response = client.post("/api/breakers/Bad!name/force-close", json=body, headers=BEARER)
     refused(response, 422, "breaker name must be")
+
+
+def test_monitors_show_what_each_callback_was_last_told(client, redis, key_prefix):
+    from router.reconcile import ToldBook
+
+    queue = queue_for(redis, key_prefix)
+    [enqueued] = queue.enqueue(notification(CALLBACK, monitor_id="1001"))
+    delivery = queue.load(enqueued.delivery_id)
+    body = {
+        "transition": "alert",
+        "monitor": {"id": "1001"},
+        "event": {"time_ms": 1_795_350_000_000},
+        "group": {"name": "bank_code:0001,env:prod"},
+        "enrichment": {"complete": False},
+    }
+    ToldBook(redis, queue.keys).record_delivered(delivery, body)
+    [monitor] = client.get("/api/monitors").get_json()["monitors"]
+    [callback] = monitor["callbacks"]
+    assert callback["url"] == CALLBACK
+    assert callback["told"] == [
+        {"group": "bank_code:0001,env:prod", "status": "Alert", "as_of_ms": 1_795_350_000_000}
+    ]
+    page = client.get("/ui/monitors").get_data(as_text=True)
+    assert "bank_code:0001,env:prod" in page and "No callback has answered" not in page

@@ -495,6 +495,10 @@ class Dashboard:
 _STATE_ORDER = {"open": 0, "forced_open": 1, "recovering": 2, "forced_closed": 3, "closed": 4}
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _datadog_summary(workers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     reports = [w["datadog"] for w in workers if w["alive"] and w["datadog"] is not None]
     if not reports:
@@ -533,7 +537,8 @@ def _problems(
         found.append(
             {
                 "severity": "critical",
-                "text": f"{queue['dead']} dead letter(s) wait for a person to replay or purge",
+                "text": f"{_count(queue['dead'], 'dead letter')} waiting for a person to "
+                "replay or purge",
             }
         )
     age = queue.get("oldest_age_ms")

@@ -23,6 +23,18 @@ def utc(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def clock(ms: int | None) -> str:
+    """`14:25:32Z` (the full date is in the element's title)."""
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%H:%M:%SZ")
+
+
+def word(status: str) -> str:
+    """A one-word status as a tile shows it: `OK`, `Degraded`, `Never`."""
+    return "OK" if status == "ok" else status.replace("_", " ").capitalize()
+
+
 def iso(ms: int | None) -> str:
     if not ms:
         return ""
@@ -70,6 +82,6 @@ def breaker_url(name: str, key: str | None) -> str:
 
 
 def register_filters(bp: Blueprint) -> None:
-    for function in (utc, iso, span, ago, latency, state_label):
+    for function in (utc, clock, word, iso, span, ago, latency, state_label):
         bp.add_app_template_filter(function)
     bp.add_app_template_global(breaker_url)
