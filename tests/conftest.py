@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
+from flask import Flask
+from flask.testing import FlaskClient
 
 # The suite needs a real Redis; `.ci/run` starts one when none answers.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -56,3 +58,17 @@ def redis(redis_url: str, key_prefix: str) -> Iterator[redis_lib.Redis]:
     client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def app(redis_url: str, key_prefix: str) -> Flask:
+    """The router web app on the test Redis and prefix (override `app` for other settings)."""
+    from router.app import create_app
+    from tests.support import router_env
+
+    return create_app(router_env(redis_url, key_prefix))
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

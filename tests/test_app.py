@@ -17,16 +17,6 @@ CALLBACK = "http://127.0.0.1:9/breaker/callback"
 AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
 
 
-@pytest.fixture
-def app(redis_url, key_prefix):
-    return create_app(router_env(redis_url, key_prefix))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
 def post(client, payload, headers=AUTH, **kwargs):
     return client.post("/webhooks/datadog", json=payload, headers=headers, **kwargs)
 

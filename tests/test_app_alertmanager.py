@@ -25,16 +25,6 @@ PATH = "/webhooks/alertmanager"
 AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
 
 
-@pytest.fixture
-def app(redis_url, key_prefix):
-    return create_app(router_env(redis_url, key_prefix))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
 def post(client, payload, headers=AUTH, method="post"):
     return getattr(client, method)(PATH, json=payload, headers=headers)
 

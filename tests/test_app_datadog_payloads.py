@@ -7,17 +7,11 @@ import logging
 
 import pytest
 
-from router.app import create_app
 from tests import payloads
-from tests.support import INBOUND_TOKEN, router_env
+from tests.support import INBOUND_TOKEN
 
 CALLBACK = "http://127.0.0.1:9/breaker/callback"
 AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
-
-
-@pytest.fixture
-def client(redis_url, key_prefix):
-    return create_app(router_env(redis_url, key_prefix)).test_client()
 
 
 def post(client, payload):

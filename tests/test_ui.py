@@ -30,11 +30,6 @@ def app(redis_url, key_prefix):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
 def dead_id(redis, key_prefix):
     return make_dead_letter(queue_for(redis, key_prefix), notification(CALLBACK))
 
