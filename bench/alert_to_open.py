@@ -40,8 +40,8 @@ from pathlib import Path
 import httpx
 import redis
 from _common import delete_prefixed, environment_line, latency_line, redis_url, unique_prefix
+from breaker_client import Breakers
 
-from router.client import Breakers
 from router.demo import datadog_payload
 from router.devserver import web_command
 from router.keys import DEFAULT_BREAKER_PREFIX, BreakerKeys

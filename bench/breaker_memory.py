@@ -20,8 +20,7 @@ from collections import defaultdict
 
 import redis
 from _common import delete_prefixed, environment_line, redis_url, unique_prefix
-
-from router.client import Breakers
+from breaker_client import Breakers
 
 NAME = "bench-bank"
 # What `apply_callback` writes as the source: the monitor and the group.

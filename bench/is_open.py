@@ -25,8 +25,7 @@ from typing import Any
 import pybreaker
 import redis
 from _common import delete_prefixed, environment_line, redis_url, unique_prefix
-
-from router.client import Breakers
+from breaker_client import Breakers
 
 NAME = "bench-bank"
 # Long enough that the recovering key is still ramping when it is measured.

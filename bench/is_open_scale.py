@@ -37,8 +37,8 @@ from collections.abc import Callable
 
 import redis
 from _common import delete_prefixed, environment_line, redis_url, unique_prefix
+from breaker_client import Breakers
 
-from router.client import Breakers
 from router.keys import BreakerKeys
 
 NAME = "bench-bank"

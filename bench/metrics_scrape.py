@@ -2,7 +2,7 @@
 
 A scrape reads every figure from Redis (router.metrics.QueueCollector): the queue's depths and
 oldest entries, the counter hashes, and each breaker's record under the breaker prefix (at most
-MAX_BREAKERS_COUNTED). Breakers are written through `router.client` (10 % open). The write is
+MAX_BREAKERS_COUNTED). Breakers are written through `breaker_client` (10 % open). The write is
 what a worker adds per attempt (`MetricsWriter.attempt`: one MULTI of two commands).
 
     .venv/bin/python bench/metrics_scrape.py [--sizes 0,1000,10000] [--scrapes 50]
@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import redis
 from _common import delete_prefixed, environment_line, latency_line, redis_url, unique_prefix
+from breaker_client import Breakers
 
-from router.client import Breakers
 from router.keys import BreakerKeys, RouterKeys
 from router.metrics import MetricsWriter, render
 from router.queue import DeliveryQueue

@@ -40,8 +40,7 @@ from _common import (
     redis_url,
     unique_prefix,
 )
-
-from router.client import Breakers
+from breaker_client import Breakers
 
 NAME = "bench-propagation"
 KEY = "0001"

@@ -1,6 +1,6 @@
 """The JSON body the router POSTs to a service's callback (the callback contract).
 
-`docs/callback-contract.md` documents every field; `router.client` parses it. Every id is a
+`docs/callback-contract.md` documents every field; `breaker_client` parses it. Every id is a
 string: Datadog event ids exceed 2^53 and would lose digits in JavaScript or a float.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from router.model import STATUS_AFTER, Enrichment, MonitorGroup, Notification, split_tags
+from breaker_client.model import STATUS_AFTER
+
+from router.model import Enrichment, MonitorGroup, Notification, split_tags
 
 SCHEMA_VERSION = 1
 

@@ -6,9 +6,9 @@ import getpass
 import os
 
 import click
+from breaker_client import Breakers, BreakerState
 
 from router.cli_output import emit_json, when
-from router.client import Breakers, BreakerState
 from router.config import parse_duration
 from router.errors import ConfigError
 from router.keys import DEFAULT_BREAKER_PREFIX

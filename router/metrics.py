@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import cast
 
 import redis
+from breaker_client.model import Record
+from breaker_client.states import breaker_state
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -25,8 +27,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from router.client.model import Record
-from router.client.states import breaker_state
 from router.keys import BreakerKeys, RouterKeys
 from router.queue import DeliveryQueue, now_ms
 
@@ -41,7 +41,7 @@ ATTEMPT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 # is a few tens of ms of Redis work; `breakers_indexed` shows if there are more.
 MAX_BREAKERS_COUNTED = 10_000
 BREAKER_SCAN_PAGE = 1_000
-# What decides a breaker's state now (router.client.states): all a scrape reads of a record.
+# What decides a breaker's state now (breaker_client.states): all a scrape reads of a record.
 # `updated_ms` is in every record: without it the record is gone (pruned since the scan).
 STATE_FIELDS = ("state", "since_ms", "ramp_ms", "forced", "forced_until_ms", "updated_ms")
 # After a failed write, a process stops writing metrics this long: a stalled Redis must not

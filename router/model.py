@@ -17,14 +17,6 @@ Source = Literal["datadog", "sns", "replay", "reconciler", "alertmanager"]
 
 EnrichmentStatus = Literal["none", "partial", "complete"]
 
-# What a group's status is right after a transition, for the group the notification is about.
-STATUS_AFTER: dict[str, str] = {
-    "alert": "Alert",
-    "warning": "Warn",
-    "recovery": "OK",
-    "no_data": "No Data",
-}
-
 
 def split_tags(text: str | None) -> tuple[str, ...]:
     """Datadog's comma-separated tag text (`a:b, c` or `a:b,c`) as a tuple of tags."""

@@ -30,11 +30,12 @@ from typing import Any, Protocol
 
 import httpx
 import redis
+from breaker_client.model import STATUS_AFTER
 
 from router.enrich import MonitorRead
 from router.enrich.snapshot import MonitorSnapshot, is_id
 from router.keys import RouterKeys
-from router.model import STATUS_AFTER, MonitorGroup, Notification
+from router.model import MonitorGroup, Notification
 from router.parsing.callbacks import extract_callback_urls, mask_credentials
 from router.parsing.conditionals import LINT_TRANSITIONS, render_for
 from router.queue import Delivery, DeliveryQueue, now_ms

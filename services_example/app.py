@@ -15,10 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
-
-from router.client import (
+from breaker_client import (
     BreakerOpen,
     Breakers,
     CallbackEvent,
@@ -26,6 +23,9 @@ from router.client import (
     apply_callback,
     callback_blueprint,
 )
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
 from router.keys import DEFAULT_BREAKER_PREFIX
 from services_example.vendor import FakeBank, FakeFxQuotes
 

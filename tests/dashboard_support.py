@@ -7,9 +7,9 @@ import re
 from typing import Any
 
 import redis as redis_lib
+from breaker_client import Breakers
 from flask.testing import FlaskClient
 
-from router.client import Breakers
 from router.keys import RouterKeys
 from router.model import Notification
 from router.queue import DeliveryQueue, now_ms

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from breaker_client import BreakerOpen, Breakers, BreakerState, GroupStatus
 
-from router.client import BreakerOpen, Breakers, BreakerState, GroupStatus
 from router.keys import BreakerKeys
 
 T0 = 1_700_000_000.0

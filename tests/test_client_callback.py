@@ -8,10 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from standardwebhooks import Webhook
-
-from router.callback_body import build_callback_body
-from router.client import (
+from breaker_client import (
     Breakers,
     CallbackEvent,
     InvalidCallbackBody,
@@ -24,6 +21,9 @@ from router.client import (
     verify_callback,
     verify_signature,
 )
+from standardwebhooks import Webhook
+
+from router.callback_body import build_callback_body
 from router.model import Enrichment, MonitorGroup, Notification
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

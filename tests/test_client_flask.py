@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from breaker_client import Breakers, CallbackEvent, apply_callback, callback_blueprint, sign_headers
 from flask import Flask
 from flask.testing import FlaskClient
 
 from router.callback_body import build_callback_body
-from router.client import Breakers, CallbackEvent, apply_callback, callback_blueprint, sign_headers
 from router.model import Notification
 from tests.conftest import free_port
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from breaker_client import Breakers
 
-from router.client import Breakers
 from router.keys import BreakerKeys
 from tests import test_client_breakers
 from tests.test_client_breakers import Clock, MakeBreakers

@@ -7,12 +7,12 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import breaker_client.sync as sync_module
 import pytest
 import redis as redis_lib
+from breaker_client import Breakers
+from breaker_client.model import RecordRow
 
-import router.client.sync as sync_module
-from router.client import Breakers
-from router.client.model import RecordRow
 from router.keys import BreakerKeys
 from tests.test_client_sync import wait_until
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
+from breaker_client import Breakers
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.app import create_app
-from router.client import Breakers
 from router.config import Settings
 from router.datadog_stub import StubServer
 from router.enrich import Enricher

@@ -11,9 +11,9 @@ import signal
 from typing import Any
 
 import pytest
+from breaker_client import Breakers, apply_callback, parse_callback_body
 
 from router.callback_body import build_callback_body
-from router.client import Breakers, apply_callback, parse_callback_body
 from router.datadog_stub.harness import StubServer
 from router.enrich import MonitorRead
 from router.enrich.snapshot import MonitorSnapshot

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import redis as redis_lib
+from breaker_client import Breakers
 
 from router.callback_body import build_callback_body
-from router.client import Breakers
 from router.delivery import CallbackSender
 from router.model import Enrichment, MonitorGroup
 from router.parsing.datadog import parse_datadog_webhook

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import pytest
+from breaker_client import HistoryEntry
 
 from router.app import create_app
-from router.client import HistoryEntry
 from router.ui.data import timeline
 from tests.dashboard_support import (
     ADMIN_TOKEN,

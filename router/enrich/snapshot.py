@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from router.model import STATUS_AFTER, MonitorGroup, Notification
+from breaker_client.model import STATUS_AFTER
+
+from router.model import MonitorGroup, Notification
 from router.parsing.datadog_text import monitor_id_from_text
 
 # A Datadog id as JSON text: ASCII digits only (str.isdigit() also accepts "²" and "٣").

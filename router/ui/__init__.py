@@ -3,9 +3,9 @@ and steer them (with `ROUTER_ADMIN_TOKEN`). `init_dashboard(app)` wires both int
 
 from __future__ import annotations
 
+from breaker_client.breakers import Breakers
 from flask import Flask
 
-from router.client.breakers import Breakers
 from router.config import Settings
 from router.queue import DeliveryQueue
 from router.ui.data import Dashboard

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from router.client import BreakerState, HistoryEntry
-from router.client.breakers import Breakers
+from breaker_client import BreakerState, HistoryEntry
+from breaker_client.breakers import Breakers
+
 from router.keys import BreakerKeys
 from router.metrics import WORKER_SILENT_AFTER_MS
 from router.parsing.callbacks import mask_credentials
@@ -39,7 +40,7 @@ AUDIT_MAX = 2000
 QUEUE_AGE_WARN_MS = 60_000
 # A breaker list that long is cut on the page (the API's `limit` says how many it returns).
 BREAKERS_SHOWN_MAX = 1000
-# Sources that `router.client.apply_callback` writes: `monitor:<id> event:<id> delivery:<id>`.
+# Sources that `breaker_client.apply_callback` writes: `monitor:<id> event:<id> delivery:<id>`.
 _SOURCE_PART = re.compile(r"\b(monitor|event|delivery):(\S+)")
 # What a timeline spans when a breaker has a single change: far enough back to show it.
 TIMELINE_MIN_SPAN_MS = 60_000

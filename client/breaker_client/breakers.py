@@ -1,7 +1,7 @@
 """`Breakers`: what a service imports to ask "may I call this vendor?" and to flip breakers.
 
-`is_open` answers from a process-local snapshot (`router.client.sync`) and never touches the
-network; writes go to Redis in one Lua script each (`router.client.store`) and reach every
+`is_open` answers from a process-local snapshot (`breaker_client.sync`) and never touches the
+network; writes go to Redis in one Lua script each (`breaker_client.store`) and reach every
 process through the change channel. A breaker is a name plus an optional key: the keyless
 breaker stands for the whole vendor, so `is_open(name, key)` is also true while the keyless
 breaker `name` refuses calls (whole vendor down means every key is down). The two are
@@ -27,9 +27,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from router.client.errors import BreakerOpen
-from router.client.model import BreakerState, HistoryEntry, Record
-from router.client.states import (
+from breaker_client.errors import BreakerOpen
+from breaker_client.keys import DEFAULT_BREAKER_PREFIX, BreakerKeys
+from breaker_client.model import BreakerState, HistoryEntry, Record
+from breaker_client.states import (
     AFTER,
     ROW,
     SHARE0,
@@ -41,10 +42,9 @@ from router.client.states import (
     effective_state,
     timed_denies,
 )
-from router.client.store import DEFAULT_HISTORY_MAX, Store
-from router.client.sync import Snapshot, Syncer
-from router.client.writes import BreakerWriter, check_target
-from router.keys import DEFAULT_BREAKER_PREFIX, BreakerKeys
+from breaker_client.store import DEFAULT_HISTORY_MAX, Store
+from breaker_client.sync import Snapshot, Syncer
+from breaker_client.writes import BreakerWriter, check_target
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Typed views of what the store holds: a breaker record, its state, a write's outcome, history.
 
-Pure Python: records are parsed from the Redis hashes described in `router.client.store`.
+Pure Python: records are parsed from the Redis hashes described in `breaker_client.store`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
-from router.keys import BreakerKeys
+from breaker_client.keys import BreakerKeys
+
+# What a group's status is right after a transition, for the group the notification is about.
+# Part of the callback contract, so the router (which sends it) imports it from here.
+STATUS_AFTER: dict[str, str] = {
+    "alert": "Alert",
+    "warning": "Warn",
+    "recovery": "OK",
+    "no_data": "No Data",
+}
 
 # What the monitor (or a callback handler) last said; stored in the record's `state` field.
 MonitorState = Literal["closed", "open", "recovering"]

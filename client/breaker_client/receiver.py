@@ -15,13 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from router.client.breakers import Breakers
-from router.client.callback import CallbackEvent, Group, parse_callback_body
-from router.client.errors import BreakerStoreUnavailable, InvalidCallbackBody, InvalidSignature
-from router.client.model import WriteResult
-from router.client.signature import SignatureVerifier
-from router.client.writes import DEFAULT_OPEN_STATUSES, GroupStatus
-from router.model import STATUS_AFTER
+from breaker_client.breakers import Breakers
+from breaker_client.callback import CallbackEvent, Group, parse_callback_body
+from breaker_client.errors import BreakerStoreUnavailable, InvalidCallbackBody, InvalidSignature
+from breaker_client.model import STATUS_AFTER, WriteResult
+from breaker_client.signature import SignatureVerifier
+from breaker_client.writes import DEFAULT_OPEN_STATUSES, GroupStatus
 
 log = logging.getLogger(__name__)
 

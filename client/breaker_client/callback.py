@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.client.errors import InvalidCallbackBody
-from router.client.signature import DEFAULT_TOLERANCE_S, Secret, SignatureVerifier
+from breaker_client.errors import InvalidCallbackBody
+from breaker_client.signature import DEFAULT_TOLERANCE_S, Secret, SignatureVerifier
 
 
 def tag_value(tags: Iterable[str], name: str) -> str | None:

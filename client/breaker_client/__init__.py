@@ -1,6 +1,6 @@
 """What a service imports: breaker flags read locally, written via Redis, and a callback helper.
 
-    from router.client import Breakers, BreakerOpen
+    from breaker_client import Breakers, BreakerOpen
     breakers = Breakers.from_url(os.environ["REDIS_URL"])
     if breakers.is_open("bank-charge", bank_code):   # no network I/O
         ...
@@ -12,8 +12,8 @@ Needs only `redis` at import time; `callback_blueprint` imports Flask when calle
 
 from __future__ import annotations
 
-from router.client.breakers import Breakers, FailMode
-from router.client.callback import (
+from breaker_client.breakers import Breakers, FailMode
+from breaker_client.callback import (
     CallbackEvent,
     EnrichmentInfo,
     Event,
@@ -24,18 +24,18 @@ from router.client.callback import (
     tag_value,
     verify_callback,
 )
-from router.client.errors import (
+from breaker_client.errors import (
     BreakerError,
     BreakerOpen,
     BreakerStoreUnavailable,
     InvalidCallbackBody,
     InvalidSignature,
 )
-from router.client.flask import callback_blueprint
-from router.client.model import BreakerState, HistoryEntry, MonitorState, State, WriteResult
-from router.client.receiver import CallbackResponse, apply_callback, process_callback
-from router.client.signature import SignatureVerifier, sign_headers, verify_signature
-from router.client.writes import GroupStatus
+from breaker_client.flask import callback_blueprint
+from breaker_client.model import BreakerState, HistoryEntry, MonitorState, State, WriteResult
+from breaker_client.receiver import CallbackResponse, apply_callback, process_callback
+from breaker_client.signature import SignatureVerifier, sign_headers, verify_signature
+from breaker_client.writes import GroupStatus
 
 __all__ = [
     "BreakerError",

@@ -29,9 +29,10 @@ from typing import Any, Literal, cast
 
 import redis
 
-from router.client.errors import BreakerStoreUnavailable
-from router.client.lua import GROUPS, PRUNE, SNAPSHOT, WRITE
-from router.client.model import (
+from breaker_client.errors import BreakerStoreUnavailable
+from breaker_client.keys import BreakerKeys
+from breaker_client.lua import GROUPS, PRUNE, SNAPSHOT, WRITE
+from breaker_client.model import (
     ROW_UPDATED_MS,
     HistoryEntry,
     Outcome,
@@ -41,7 +42,6 @@ from router.client.model import (
     WriteResult,
     row_from_hash,
 )
-from router.keys import BreakerKeys
 
 # Enough to read back weeks of flapping for one breaker while bounding memory per breaker.
 DEFAULT_HISTORY_MAX = 1000

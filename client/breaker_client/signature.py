@@ -1,6 +1,6 @@
 """Standard Webhooks signatures on callback requests: verify (and sign, for tests and tools).
 
-Implemented with `hmac` rather than the `standardwebhooks` package so that `router.client`
+Implemented with `hmac` rather than the `standardwebhooks` package so that `breaker_client`
 needs only `redis`, the tolerance and the clock are configurable, and every rejection says
 exactly what was wrong. The scheme is the package's (and the router's): HMAC-SHA256 over
 `<webhook-id>.<webhook-timestamp>.<body>`, header `webhook-signature: v1,<base64> ...`,
@@ -16,7 +16,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from router.client.errors import InvalidSignature
+from breaker_client.errors import InvalidSignature
 
 # The Standard Webhooks default: a request more than 5 minutes old (or ahead) is refused,
 # which stops replays while tolerating ordinary clock skew.

@@ -1,7 +1,7 @@
 """Writing breakers: the monitor's open/close/snapshot and a person's overrides.
 
 `BreakerWriter` is the writing half of `Breakers` (split out to keep modules small). Every
-write is one Lua script in Redis (`router.client.store`); the process that wrote applies the
+write is one Lua script in Redis (`breaker_client.store`); the process that wrote applies the
 result to its own snapshot at once, so it reads its own writes before the channel delivers.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from router.client.model import Record, WriteResult
-from router.client.store import Action, GroupAuthority, Store
-from router.client.sync import Snapshot
+from breaker_client.model import Record, WriteResult
+from breaker_client.store import Action, GroupAuthority, Store
+from breaker_client.sync import Snapshot
 
 # Group statuses that open a breaker in `apply_snapshot` when given status strings.
 DEFAULT_OPEN_STATUSES: frozenset[str] = frozenset({"Alert"})

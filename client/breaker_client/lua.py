@@ -2,7 +2,7 @@
 
 A script reads the record, ignores a monitor event older than the stored version, applies the
 change, appends to the breaker's capped history stream, and publishes the breaker's member on
-the change channel, all in one step. The rules mirror `router.client.states` (tests pin that
+the change channel, all in one step. The rules mirror `breaker_client.states` (tests pin that
 they agree). Numbers travel as strings and are compared with `tonumber`, never re-formatted,
 so millisecond times keep every digit. Runs on Redis >= 6.2 and on fakeredis[lua].
 """

@@ -2,7 +2,7 @@
 
 Everything time-dependent is evaluated when read, never by a timer or a writer: a forced
 state ends and a ramp completes on time even if nobody writes to Redis again. The write
-scripts in `router.client.store` apply the same rules in Lua; tests pin that they agree.
+scripts in `breaker_client.store` apply the same rules in Lua; tests pin that they agree.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import Final
 
-from router.client.model import (
+from breaker_client.model import (
     ROW_FORCED,
     ROW_STATE,
     BreakerState,

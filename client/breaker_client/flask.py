@@ -1,8 +1,8 @@
 """A Flask blueprint for a service's breaker callback endpoint.
 
-Flask is imported when `callback_blueprint` is called, never when `router.client` is
+Flask is imported when `callback_blueprint` is called, never when `breaker_client` is
 imported, so services on other frameworks need only `redis` (and can call
-`router.client.process_callback` themselves).
+`breaker_client.process_callback` themselves).
 
     breakers = Breakers.from_url(os.environ["REDIS_URL"])
     app.register_blueprint(callback_blueprint(
@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from router.client.breakers import Breakers
-from router.client.receiver import DEFAULT_DEDUPE_TTL_S, Handler, process_callback
-from router.client.signature import DEFAULT_TOLERANCE_S, Secret, SignatureVerifier
+from breaker_client.breakers import Breakers
+from breaker_client.receiver import DEFAULT_DEDUPE_TTL_S, Handler, process_callback
+from breaker_client.signature import DEFAULT_TOLERANCE_S, Secret, SignatureVerifier
 
 if TYPE_CHECKING:
     from flask import Blueprint

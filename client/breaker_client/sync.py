@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from router.client.errors import BreakerStoreUnavailable
-from router.client.model import ROW_REV, Record, RecordRow
-from router.client.states import STATIC, UNTIL, Entry, compile_entry
-from router.client.store import PRUNE_BATCH, Store
+from breaker_client.errors import BreakerStoreUnavailable
+from breaker_client.model import ROW_REV, Record, RecordRow
+from breaker_client.states import STATIC, UNTIL, Entry, compile_entry
+from breaker_client.store import PRUNE_BATCH, Store
 
 log = logging.getLogger(__name__)
 

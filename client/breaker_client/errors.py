@@ -1,4 +1,4 @@
-"""One exception tree for `router.client`: callers catch `BreakerError` or one of its children."""
+"""One exception tree for `breaker_client`: callers catch `BreakerError` or one of its children."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 
 class BreakerError(Exception):
-    """Base of every error `router.client` raises on purpose."""
+    """Base of every error `breaker_client` raises on purpose."""
 
 
 class BreakerOpen(BreakerError):
