@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,33 +10,8 @@ from breaker_client import Breakers, CallbackEvent, apply_callback, callback_blu
 from flask import Flask
 from flask.testing import FlaskClient
 
-from router.callback_body import build_callback_body
-from router.model import Notification
+from tests.client_support import SECRET, signed
 from tests.conftest import free_port
-
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-def signed(
-    transition: str = "alert", *, delivery_id: str = "d-1", event_ms: int | None = None
-) -> tuple[bytes, dict[str, str]]:
-    notification = Notification(
-        source="datadog",
-        dedup_key=f"datadog:1:{transition}",
-        transition=transition,  # type: ignore[arg-type]
-        datadog_transition="Triggered",
-        renotification=False,
-        title="bank-charge 5xx rate",
-        message="",
-        callback_urls=("https://svc/breaker/callback",),
-        received_at_ms=0,
-        event_id="1",
-        monitor_id="7",
-        event_time_ms=event_ms or int(time.time() * 1000),
-        scope="bank_code:0001",
-    )
-    body = json.dumps(build_callback_body(delivery_id, notification)).encode()
-    return body, sign_headers(body, SECRET, webhook_id=delivery_id)
 
 
 @pytest.fixture

@@ -7,11 +7,14 @@
     with breakers.guard("bank-charge", bank_code):    # raises BreakerOpen
         charge(...)
 
-Needs only `redis` at import time; `callback_blueprint` imports Flask when called.
+Needs only `redis` at import time; `callback_blueprint` imports Flask when called. The
+callback endpoint for any other framework: `CallbackEndpoint(...)(headers, body)`, or its
+`callback_wsgi_app` / `callback_asgi_app` (and `await endpoint.handle_async(...)` on a loop).
 """
 
 from __future__ import annotations
 
+from breaker_client.asgi import callback_asgi_app
 from breaker_client.breakers import Breakers, FailMode
 from breaker_client.callback import (
     CallbackEvent,
@@ -24,6 +27,7 @@ from breaker_client.callback import (
     tag_value,
     verify_callback,
 )
+from breaker_client.endpoint import CallbackEndpoint
 from breaker_client.errors import (
     BreakerError,
     BreakerOpen,
@@ -36,6 +40,7 @@ from breaker_client.model import BreakerState, HistoryEntry, MonitorState, State
 from breaker_client.receiver import CallbackResponse, apply_callback, process_callback
 from breaker_client.signature import SignatureVerifier, sign_headers, verify_signature
 from breaker_client.writes import GroupStatus
+from breaker_client.wsgi import callback_wsgi_app
 
 __all__ = [
     "BreakerError",
@@ -43,6 +48,7 @@ __all__ = [
     "BreakerState",
     "BreakerStoreUnavailable",
     "Breakers",
+    "CallbackEndpoint",
     "CallbackEvent",
     "CallbackResponse",
     "EnrichmentInfo",
@@ -60,7 +66,9 @@ __all__ = [
     "State",
     "WriteResult",
     "apply_callback",
+    "callback_asgi_app",
     "callback_blueprint",
+    "callback_wsgi_app",
     "parse_callback_body",
     "process_callback",
     "sign_headers",

@@ -1,8 +1,8 @@
 """A Flask blueprint for a service's breaker callback endpoint.
 
 Flask is imported when `callback_blueprint` is called, never when `breaker_client` is
-imported, so services on other frameworks need only `redis` (and can call
-`breaker_client.process_callback` themselves).
+imported, so services on other frameworks need only `redis` (and use
+`breaker_client.CallbackEndpoint`, or its WSGI and ASGI apps).
 
     breakers = Breakers.from_url(os.environ["REDIS_URL"])
     app.register_blueprint(callback_blueprint(
@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from breaker_client.breakers import Breakers
-from breaker_client.receiver import DEFAULT_DEDUPE_TTL_S, Handler, process_callback
-from breaker_client.signature import DEFAULT_TOLERANCE_S, Secret, SignatureVerifier
+from breaker_client.endpoint import DEFAULT_MAX_BODY_BYTES, CallbackEndpoint, too_large
+from breaker_client.receiver import DEFAULT_DEDUPE_TTL_S, Handler
+from breaker_client.signature import DEFAULT_TOLERANCE_S, Secret
 
 if TYPE_CHECKING:
     from flask import Blueprint
@@ -36,29 +37,34 @@ def callback_blueprint(
     name: str = "breaker_callback",
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     dedupe_ttl_s: float | None = DEFAULT_DEDUPE_TTL_S,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Blueprint:
     """`POST <url_prefix><path>`: verify, parse, call `handler(event)`, answer.
 
     Answers 204 (handler returned None) or 200 with its dict or write results; 401 bad
-    signature; 422 unreadable body; 503 Redis unavailable (the router retries). With
+    signature; 413 body over `max_body_bytes`; 422 unreadable body; 503 Redis unavailable
+    (the router retries). With
     `breakers` and `dedupe_ttl_s`, a `webhook-id` already handled answers 200 at once.
     """
     import flask
 
-    verifier = SignatureVerifier(secret, tolerance_s=tolerance_s)
+    endpoint = CallbackEndpoint(
+        breakers,
+        secret,
+        handler,
+        tolerance_s=tolerance_s,
+        dedupe_ttl_s=dedupe_ttl_s,
+        max_body_bytes=max_body_bytes,
+    )
     blueprint = flask.Blueprint(name, __name__, url_prefix=url_prefix)
 
     @blueprint.post(path)
     def breaker_callback() -> flask.Response:
         request = flask.request
-        answer = process_callback(
-            request.get_data(cache=False),
-            dict(request.headers.items()),
-            verifier,
-            handler,
-            breakers=breakers,
-            dedupe_ttl_s=dedupe_ttl_s,
-        )
+        if (request.content_length or 0) > max_body_bytes:
+            answer = too_large(max_body_bytes)
+        else:
+            answer = endpoint(request.headers.items(), request.get_data(cache=False))
         if answer.body is None:
             return flask.Response(status=answer.status)
         response = flask.jsonify(answer.body)
