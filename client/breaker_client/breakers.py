@@ -193,19 +193,29 @@ class Breakers(BreakerWriter):
         if key is not None:
             entry = by_key.get(key)
             if entry is not None:
-                if entry[STATIC]:
+                static = entry[STATIC]
+                if static:
                     return True
-                now = self._clock()
-                if now < entry[UNTIL]:
-                    if self._rng() >= entry[SHARE0] + entry[SLOPE] * now:
+                if static is False:  # a ramp: no end check needed (see `Entry`)
+                    if self._rng() >= entry[SHARE0] + entry[SLOPE] * self._clock():
                         return True
-                elif entry[AFTER] or (entry[AFTER] is None and timed_denies(entry, now, self._rng)):
-                    return True
+                else:
+                    now = self._clock()
+                    if now < entry[UNTIL]:
+                        if self._rng() >= entry[SHARE0] + entry[SLOPE] * now:
+                            return True
+                    elif entry[AFTER] or (
+                        entry[AFTER] is None and timed_denies(entry, now, self._rng)
+                    ):
+                        return True
         entry = by_key.get(None)
         if entry is None:
             return False
-        if entry[STATIC]:
+        static = entry[STATIC]
+        if static:
             return True
+        if static is False:
+            return self._rng() >= entry[SHARE0] + entry[SLOPE] * self._clock()
         now = self._clock()
         if now < entry[UNTIL]:
             return self._rng() >= entry[SHARE0] + entry[SLOPE] * now

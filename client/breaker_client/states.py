@@ -87,11 +87,13 @@ def breaker_state(record: Record, now_ms: int) -> BreakerState:
 
 
 # A record compiled for `Breakers.is_open`, as a plain tuple (see `RecordRow` for why):
-# `(static, until, share0, slope, after, row)`. `static` True: every call is refused. None:
-# before `until` (Unix s) a call is refused when `rng() >= share0 + slope * now` (a ramp's
-# share is linear in time, so it costs one multiply-add; an override with expiry is a share
-# of -inf or +inf); from `until` on, `after` answers (None: evaluate `row` afresh).
-Entry = tuple[bool | None, float, float, float, bool | None, RecordRow]
+# `(static, until, share0, slope, after, row)`. `static` True: every call is refused. False:
+# a recovery ramp, which refuses a call when `rng() >= share0 + slope * now` (its share is
+# linear in time, so one multiply-add) and needs no end check: the share reaches 1 at `until`
+# and only grows after it, so from then on no call is refused (the sync thread's sweep drops
+# the entry soon after). None: an override with an expiry (a share of -inf or +inf) before
+# `until` (Unix s); from `until` on, `after` answers (None: evaluate `row` afresh).
+Entry = tuple[bool | None, float, float, float, bool | None, RecordRow]  # see above
 STATIC: Final = 0
 UNTIL: Final = 1
 SHARE0: Final = 2
@@ -121,7 +123,7 @@ def _compile(record: Record, row: RecordRow, now_ms: int) -> Entry | None:
     if mon == "recovering" and record.ramp_ms > 0:
         start, window = (record.since_ms or 0) / 1000, record.ramp_ms / 1000
         slope = (1.0 - RAMP_START_SHARE) / window
-        return (None, start + window, RAMP_START_SHARE - slope * start, slope, False, row)
+        return (False, start + window, RAMP_START_SHARE - slope * start, slope, False, row)
     return None
 
 

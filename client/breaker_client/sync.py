@@ -209,7 +209,7 @@ class Snapshot:
         else:
             by_key[key] = entry
         if timed is not None:
-            if entry is not None and entry[STATIC] is None:
+            if entry is not None and not entry[STATIC]:  # a ramp or an override that ends
                 timed[(name, key)] = entry[UNTIL]
             else:
                 timed.pop((name, key), None)
