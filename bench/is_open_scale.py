@@ -10,16 +10,24 @@ plus one key ramping through a real `close`. A `Breakers` with its sync thread l
   its snapshot, divided by N;
 - the longest stall of `is_open` in another thread: a thread calls `is_open` in a loop and
   records the longest gap between two calls, while (a) nothing happens (the baseline: the
-  OS and the interpreter alone), (b) --changes changes arrive through the channel, (c)
-  --changes periodic (incremental) resyncs each read a change whose message was lost,
-  (d) one full resync (what a process does on connecting).
+  OS and the interpreter alone), (b) another process writes --changes changes, which arrive
+  through the channel, (c) another process writes --changes changes whose messages are
+  lost, repaired by a handle's periodic (incremental) resyncs every 50 ms, (d) one full
+  resync, after Redis drops the sync thread's connection (what every reconnect does).
+  Writers are other processes, as the router's callbacks are, so the only Python work
+  competing with the spinning thread is the client's own sync thread. Each stall is printed
+  twice: the longest gap, and the longest part of a gap the thread spent neither running
+  nor waiting for a CPU, that is waiting for the GIL (Linux's per-thread CPU time and
+  run-queue wait tell them apart): the first has the machine's noise in it, the second
+  is what the client's work costs the thread.
 
-    .venv/bin/python bench/is_open_scale.py [--sizes 10,1000,100000] [--loops 200000]
-                                            [--switch-interval 0.0005]
+    chrt -f 1 .venv/bin/python bench/is_open_scale.py [--sizes 10,1000,100000]
+                     [--loops 200000] [--switch-interval 0.0005]
 
-A thread that spins on `is_open` gets the GIL back from a thread doing quick Redis round
-trips only when the interpreter forces a switch, after `sys.getswitchinterval()` (5 ms by
-default): with the default, every stall figure has that floor whatever the client does.
+`chrt -f 1` (real-time priority, as root) keeps other processes on a shared machine from
+preempting the bench's threads, the GIL's holder included, which would read as waiting for
+the GIL. The spinning thread makes a system call between two calls (reading its schedstat),
+which lets the GIL go as a request handler's own I/O does.
 
 Redis is 127.0.0.1:6379 unless BENCH_REDIS_URL says otherwise. Asserts nothing.
 """
@@ -28,12 +36,16 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
+import os
 import sys
 import threading
 import time
 import timeit
 import tracemalloc
 from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import NamedTuple
 
 import redis
 from _common import delete_prefixed, environment_line, redis_url, unique_prefix
@@ -46,6 +58,13 @@ NAME = "bench-bank"
 FILL_BATCH = 2000
 # Long enough that the ramping key is still ramping while it is measured.
 RAMP_WINDOW_S = 3600.0
+# The resync phase's interval: many periodic resyncs within it.
+RESYNC_S = 0.05
+# Between two changes the writing child makes; and after the last, for it to be handled.
+PAUSE_S = 0.02
+SETTLE_S = 0.3
+CHILD_TIMEOUT_S = 120.0
+PHASES = {"idle": "idle", "change": "changes", "resync": "periodic resyncs", "full": "full resync"}
 
 Row = dict[str, float]
 
@@ -77,15 +96,96 @@ def fill(client: redis.Redis, keys: BreakerKeys, n: int) -> None:
     pipe.execute()
 
 
+def write_changes(conn: Connection, url: str, prefix: str, codes: list[str], lost: bool) -> None:
+    """In a child process: once told to go, open each code (or close it with its message
+    lost), one every PAUSE_S."""
+    writer = Breakers.from_url(url, prefix=prefix, sync=False)
+    if lost:
+        writer._store.keys = MutedKeys(prefix)
+    conn.send("ready")
+    conn.recv()
+    for code in codes:
+        if lost:
+            writer.close(NAME, code, reason="bench: lost message", ramp=False)
+        else:
+            writer.open(NAME, code, reason="bench: change")
+        time.sleep(PAUSE_S)
+    writer.stop()
+
+
+class Child:
+    """A writing child process, started (and ready) before a phase is measured: starting a
+    process holds the parent's GIL for as long as the fork takes, which is not the client's."""
+
+    def __init__(self, target: Callable[..., None], *args: object) -> None:
+        self.conn, theirs = multiprocessing.Pipe()
+        ctx = multiprocessing.get_context("spawn")
+        self.proc = ctx.Process(target=target, args=(theirs, *args), daemon=True)
+        self.proc.start()
+        if not self.conn.poll(CHILD_TIMEOUT_S) or self.conn.recv() != "ready":
+            self.proc.kill()
+            raise SystemExit("bench: the writing child did not get ready")
+
+    def run(self) -> None:
+        """Tell it to go and wait (without the GIL) until it is done, plus long enough for
+        the last change to be handled."""
+        self.conn.send("go")
+        self.proc.join(CHILD_TIMEOUT_S)
+        if self.proc.is_alive() or self.proc.exitcode != 0:
+            self.proc.kill()
+            raise SystemExit(f"bench: the writing child failed (exit code {self.proc.exitcode})")
+        time.sleep(SETTLE_S)
+
+
+def reconnect(b: Breakers, client: redis.Redis) -> None:
+    """Make Redis drop `b`'s subscription, then wait until its sync thread has resynced."""
+    pubsub = b._syncer._pubsub
+    assert pubsub is not None and pubsub.connection is not None
+    host, port = pubsub.connection._sock.getsockname()[:2]  # type: ignore[union-attr]
+    before = b.stats()["resyncs"]
+    client.client_kill_filter(_type="pubsub", addr=f"{host}:{port}")
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    while b.stats()["resyncs"] == before or not b.stats()["connected"]:
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: the sync thread did not resync after its connection dropped")
+        time.sleep(0.05)
+
+
 def best_ns(stmt: str, names: dict[str, object], loops: int, repeat: int) -> float:
     timer = timeit.Timer(stmt, globals=names)
     timer.timeit(min(loops, 1000))
     return min(timer.repeat(repeat=repeat, number=loops)) / loops * 1e9
 
 
-def longest_stall_ms(breakers: Breakers, action: Callable[[], None]) -> tuple[float, float]:
-    """The longest gap between two `is_open` calls in another thread while `action` runs, and
-    the longest full garbage collection meanwhile (0: none ran), both in ms."""
+class Stall(NamedTuple):
+    """What a thread calling `is_open` in a loop saw while something else ran, in ms."""
+
+    gap: float  # the longest gap between two calls, whatever the cause
+    gil: float  # the longest part of a gap spent neither running nor waiting for a CPU
+    full_gc: float  # the longest full garbage collection meanwhile (0: none ran)
+
+
+def stall_fields(phase: str, stall: Stall) -> Row:
+    return {f"gap_{phase}": stall.gap, f"gil_{phase}": stall.gil, f"gc_{phase}": stall.full_gc}
+
+
+def cpu_and_queue_ns(fd: int) -> tuple[int, int]:
+    """This thread's time on a CPU (exact: schedstat's own figure lags by up to a tick) and
+    waiting in a run queue (schedstat, brought up to date whenever the thread is scheduled
+    in, so current while it runs), in ns."""
+    return time.thread_time_ns(), int(os.pread(fd, 100, 0).split()[1])
+
+
+def longest_stall(breakers: Breakers, action: Callable[[], None]) -> Stall:
+    """How long `is_open` in another thread stalled while `action` runs.
+
+    A gap is wall time between two calls. Part of it may be the OS running other processes
+    (this thread waits in a run queue), which says nothing of the client; what is left, time
+    the thread was runnable by the OS yet not running, is waiting for the GIL that another
+    thread of this process held: the client's sync thread, here. Linux's per-thread
+    schedstat tells the two apart; reading it is a system call, which also lets the GIL go
+    between calls, as a request handler's own I/O does.
+    """
     full_gcs: list[float] = []
     began = [0.0]
 
@@ -98,19 +198,25 @@ def longest_stall_ms(breakers: Breakers, action: Callable[[], None]) -> tuple[fl
 
     stop = threading.Event()
     started = threading.Event()
-    worst = [0.0]
+    worst = [0.0, 0.0]
 
     def spin() -> None:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         is_open, clock = breakers.is_open, time.perf_counter
         last = clock()
-        longest = 0.0
+        last_cpu, last_queue = cpu_and_queue_ns(fd)
+        longest = longest_gil = 0.0
         started.set()
         while not stop.is_set():
             is_open(NAME, "000001")
             now = clock()
-            longest = max(longest, now - last)
-            last = now
-        worst[0] = longest
+            on_cpu, queued = cpu_and_queue_ns(fd)
+            gap = now - last
+            gil = gap - (on_cpu - last_cpu + queued - last_queue) / 1e9
+            longest, longest_gil = max(longest, gap), max(longest_gil, gil)
+            last, last_cpu, last_queue = now, on_cpu, queued
+        os.close(fd)
+        worst[:] = [longest, longest_gil]
 
     thread = threading.Thread(target=spin)
     gc.callbacks.append(on_gc)
@@ -122,7 +228,7 @@ def longest_stall_ms(breakers: Breakers, action: Callable[[], None]) -> tuple[fl
         stop.set()
         thread.join(60)
         gc.callbacks.remove(on_gc)
-    return worst[0] * 1000, max(full_gcs, default=0.0) * 1000
+    return Stall(worst[0] * 1000, worst[1] * 1000, max(full_gcs, default=0.0) * 1000)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
@@ -139,8 +245,6 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
     fill(client, keys, n)
     b = Breakers.from_url(url, prefix=prefix, ramp_window=RAMP_WINDOW_S, startup_wait=120)
     writer = Breakers.from_url(url, prefix=prefix, sync=False)
-    muted = Breakers.from_url(url, prefix=prefix, sync=False)
-    muted._store.keys = MutedKeys(prefix)
     try:
         if not b.wait_ready(120) or b.stats()["breakers"] < n:
             raise SystemExit(f"bench: the snapshot of {n} keys did not load")
@@ -161,25 +265,37 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
         def idle() -> None:
             time.sleep(0.5)
 
+        opened = [f"{(i * 10 + 1) % n:06d}" for i in range(args.changes)]
+
         def changes() -> None:
-            for i in range(args.changes):
-                code = f"{(i * 10 + 1) % n:06d}"
-                writer.open(NAME, code, reason="bench: change")
-                wait_for(lambda code=code: b.is_open(NAME, code), 5)
-                time.sleep(0.01)
+            # Another process writes, as the router's callbacks do: only the sync thread's
+            # work competes with the spinning thread here, not this bench's own.
+            writing.run()
 
-        def resyncs() -> None:
-            for i in range(args.changes):
-                code = f"{(i * 10 + 1) % n:06d}"
-                muted.close(NAME, code, reason="bench: lost message", ramp=False)
-                b._syncer.resync()  # what the sync thread does every resync_interval
-                time.sleep(0.01)
+        row |= stall_fields("idle", longest_stall(b, idle))
+        writing = Child(write_changes, url, prefix, opened, False)
+        row |= stall_fields("change", longest_stall(b, changes))
+        wait_for(lambda: all(b.is_open(NAME, code) for code in opened), 5)
 
-        row["stall_idle"], row["gc_idle"] = longest_stall_ms(b, idle)
-        row["stall_change"], row["gc_change"] = longest_stall_ms(b, changes)
-        row["stall_resync"], row["gc_resync"] = longest_stall_ms(b, resyncs)
+        # Periodic resyncs, each repairing a change whose message was lost, in a handle that
+        # resyncs every RESYNC_S (30 s by default) so that the phase holds many of them.
+        resyncing = Breakers.from_url(
+            url, prefix=prefix, resync_interval=RESYNC_S, startup_wait=120
+        )
+        try:
+            if not resyncing.wait_ready(120):
+                raise SystemExit("bench: the resyncing handle did not load")
+            losing = Child(write_changes, url, prefix, opened, True)
+            before = resyncing.stats()["resyncs"]
+            row |= stall_fields("resync", longest_stall(resyncing, losing.run))
+            row["resyncs"] = resyncing.stats()["resyncs"] - before
+            wait_for(lambda: not any(resyncing.is_open(NAME, code) for code in opened), 5)
+        finally:
+            resyncing.stop()
+
+        # A full resync, as after any reconnect: Redis drops the sync thread's connection.
         started = time.perf_counter()
-        row["stall_full"], row["gc_full"] = longest_stall_ms(b, lambda: b._syncer.resync(full=True))
+        row |= stall_fields("full", longest_stall(b, lambda: reconnect(b, client)))
         row["full_s"] = time.perf_counter() - started
 
         # Memory last: measured before the stalls, tracing 100,000 keys set off one 60-110 ms
@@ -193,7 +309,7 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
         tracemalloc.stop()
         probe.stop()
     finally:
-        for handle in (b, writer, muted):
+        for handle in (b, writer):
             handle.stop()
     return row
 
@@ -237,13 +353,25 @@ def main() -> None:
                 f"{n:>7,} keys: dict {row['dict']:6.1f} ns; is_open closed {row['closed']:6.1f} ns "
                 f"({row['closed'] / row['dict']:.1f}x dict), open {row['open']:6.1f} ns, ramping "
                 f"{row['ramp']:6.1f} ns ({row['ramp'] / row['closed']:.2f}x closed); snapshot "
-                f"{row['bytes_per_key']:,.0f} B/key; longest stall (longest full GC meanwhile): "
-                f"idle {row['stall_idle']:.2f} ({row['gc_idle']:.0f}) ms, changes "
-                f"{row['stall_change']:.2f} ({row['gc_change']:.0f}) ms, periodic resyncs "
-                f"{row['stall_resync']:.2f} ({row['gc_resync']:.0f}) ms, full resync "
-                f"{row['stall_full']:.2f} ({row['gc_full']:.0f}) ms, which took "
-                f"{row['full_s']:.1f} s while the other thread spun"
+                f"{row['bytes_per_key']:,.0f} B/key"
             )
+            phases = ", ".join(
+                f"{label} {row['gap_' + phase]:.2f} / {row['gil_' + phase]:.2f} / "
+                f"{row['gc_' + phase]:.0f}"
+                for phase, label in PHASES.items()
+            )
+            print(
+                f"{'':>13}stalls in ms (longest gap / of it waiting for the GIL / longest full "
+                f"GC): {phases}; {row['resyncs']:.0f} periodic resyncs; the full resync took "
+                f"{row['full_s']:.1f} s"
+            )
+        largest = results[sizes[-1]]
+        print(
+            f"at {sizes[-1]:,} keys, the longest wait of is_open for the client's sync thread: "
+            + ", ".join(
+                f"{label} {largest['gil_' + phase]:.2f} ms" for phase, label in PHASES.items()
+            )
+        )
         base = results[sizes[0]]
         for n in sizes[1:]:
             row = results[n]
