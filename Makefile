@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml client/pyproject.toml
 dev: $(STAMP)  ## the whole system on one machine, with an embedded Redis when REDIS_URL is unset
 	$(BIN)/router dev
 
-test: $(STAMP)  ## the test suite; starts a Redis on 127.0.0.1:6379 if none answers, installs chromium if missing
+test: $(STAMP)  ## the test suite; starts a Redis on 127.0.0.1:6379 if none answers, installs chromium, redis-cli and alertmanager if missing
 	@[ -n "$$TEST_REDIS_URL" ] || scripts/ensure-redis
 	scripts/ensure-chromium
+	scripts/ensure-test-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -122,7 +122,11 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["router.settings"] = settings
     app.extensions["router.queue"] = DeliveryQueue(
-        client, RouterKeys(settings.key_prefix), retention_s=settings.delivery_retention_s
+        client,
+        RouterKeys(settings.key_prefix),
+        retention_s=settings.delivery_retention_s,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_s=settings.redis_wait_timeout_s,
     )
     app.extensions["router.metrics"] = MetricsWriter(client, RouterKeys(settings.key_prefix))
     app.extensions["router.sns_verifier"] = SnsVerifier(

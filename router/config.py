@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from router.errors import ConfigError
 from router.keys import DEFAULT_BREAKER_PREFIX, DEFAULT_ROUTER_PREFIX
+from router.redis_conn import key_prefixes, wait_replicas
 
 LogFormat = Literal["text", "json"]
 
@@ -72,6 +73,10 @@ DEFAULT_LOG_FORMAT = "text"
 LOG_FORMATS = ("text", "json")
 DEFAULT_LOG_LEVEL = "INFO"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Long enough for a healthy replica to confirm (milliseconds), short enough that a sender's
+# request ends well inside its own timeout when no replica can.
+DEFAULT_REDIS_WAIT_TIMEOUT_S = 1.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -202,6 +207,10 @@ class Settings:
     key_prefix: str = DEFAULT_ROUTER_PREFIX
     # Where the services' breakers live (their `Breakers(prefix=...)`): what the dashboard shows.
     breakers_prefix: str = DEFAULT_BREAKER_PREFIX
+    # Replicas that must confirm an enqueue before its 202: replication is asynchronous, so
+    # without this a failover can lose a notification already acknowledged (docs/redis.md).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_s: float = DEFAULT_REDIS_WAIT_TIMEOUT_S
     callback_keyword: str = DEFAULT_CALLBACK_KEYWORD
     alertmanager_annotation: str = DEFAULT_ALERTMANAGER_ANNOTATION
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -238,8 +247,14 @@ class Settings:
             raise ConfigError(f"ROUTER_INBOUND_AUTH: expected 'token' or 'none', got {auth_mode!r}")
 
         log_format, log_level = parse_log_settings(env)
+        redis_url = _read_secret(env, "REDIS_URL")
+        key_prefix, breakers_prefix = key_prefixes(
+            redis_url,
+            env.get("ROUTER_KEY_PREFIX") or DEFAULT_ROUTER_PREFIX,
+            env.get("BREAKERS_PREFIX") or DEFAULT_BREAKER_PREFIX,
+        )
         settings = cls(
-            redis_url=_read_secret(env, "REDIS_URL"),
+            redis_url=redis_url,
             inbound_token=_read_secret(env, "ROUTER_INBOUND_TOKEN"),
             inbound_auth_disabled=auth_mode == "none",
             signing_secret=_read_secret(env, "ROUTER_SIGNING_SECRET"),
@@ -264,8 +279,12 @@ class Settings:
             notify_backlog_age_s=duration(
                 "ROUTER_NOTIFY_BACKLOG_AGE", DEFAULT_NOTIFY_BACKLOG_AGE_S
             ),
-            key_prefix=env.get("ROUTER_KEY_PREFIX") or DEFAULT_ROUTER_PREFIX,
-            breakers_prefix=env.get("BREAKERS_PREFIX") or DEFAULT_BREAKER_PREFIX,
+            key_prefix=key_prefix,
+            breakers_prefix=breakers_prefix,
+            redis_wait_replicas=wait_replicas(redis_url, env.get("ROUTER_REDIS_WAIT_REPLICAS")),
+            redis_wait_timeout_s=duration(
+                "ROUTER_REDIS_WAIT_TIMEOUT", DEFAULT_REDIS_WAIT_TIMEOUT_S
+            ),
             callback_keyword=env.get("ROUTER_CALLBACK_KEYWORD") or DEFAULT_CALLBACK_KEYWORD,
             alertmanager_annotation=_annotation_name(env.get("ROUTER_ALERTMANAGER_ANNOTATION")),
             max_body_bytes=integer("ROUTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),

@@ -27,6 +27,7 @@ from typing import Any, Literal, cast
 
 import redis
 
+from router.errors import QueueUnavailable
 from router.keys import RouterKeys
 from router.model import Notification
 
@@ -334,10 +335,16 @@ class DeliveryQueue:
         *,
         retention_s: float,
         clock: Callable[[], int] = now_ms,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 1.0,
     ) -> None:
         self.redis = client
         self.keys = keys
         self.retention_ms = int(retention_s * 1000)
+        # ROUTER_REDIS_WAIT_REPLICAS: an enqueue is acknowledged only once this many replicas
+        # hold it, so a failover to one of them cannot lose it.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = max(1, int(wait_timeout_s * 1000))
         self._clock = clock
         self._enqueue = client.register_script(_ENQUEUE)
         self._move_due = client.register_script(_MOVE_DUE)
@@ -360,11 +367,30 @@ class DeliveryQueue:
             args += [delivery_id, url]
         keys = [self.keys.stream, self.keys.stats, self.keys.recent_deliveries]
         keys += [self.keys.delivery(i) for i in ids]
-        created = self._enqueue(keys=keys, args=args)
+        if self.wait_replicas:
+            created = self._enqueue_replicated(keys, args)
+        else:
+            created = self._enqueue(keys=keys, args=args)
         return [
             Enqueued(delivery_id=i, url=u, created=bool(c))
             for i, u, c in zip(ids, urls, created, strict=True)
         ]
+
+    def _enqueue_replicated(self, keys: list[str], args: list[str | int]) -> Any:
+        """The enqueue script, then WAIT on the same connection (WAIT counts the replicas that
+        have this connection's writes). The script always writes (a duplicate bumps a counter),
+        so a sender's retry also waits for what an earlier, unconfirmed attempt stored."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._enqueue(keys=keys, args=args, client=pipe)
+        pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+        created, confirmed = pipe.execute()
+        if int(confirmed) < self.wait_replicas:
+            raise QueueUnavailable(
+                f"Redis stored the notification but only {confirmed} of "
+                f"{self.wait_replicas} replicas (ROUTER_REDIS_WAIT_REPLICAS) confirmed it "
+                f"within {self.wait_timeout_ms} ms"
+            )
+        return created
 
     # -- consumer side -------------------------------------------------------------------
 

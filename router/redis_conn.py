@@ -1,8 +1,16 @@
-"""Redis connections with bounded waits: a stalled Redis must never hang a request or worker."""
+"""Redis connections with bounded waits: a stalled Redis must never hang a request or worker.
+
+`REDIS_URL` may name one server, a Sentinel-watched master or a Cluster; the client library's
+`breaker_client.connect` reads every form, so the router and the services agree on them.
+"""
 
 from __future__ import annotations
 
 import redis
+from breaker_client.connect import RedisTarget, RedisUrlError, hash_tagged, parse_redis_url
+from breaker_client.connect import connect as connect_url
+
+from router.errors import ConfigError
 
 # A sender retries on our 503, so answering fast beats waiting long on a sick Redis.
 CONNECT_TIMEOUT_S = 2.0
@@ -11,12 +19,47 @@ SOCKET_TIMEOUT_S = 5.0
 
 
 def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        health_check_interval=30,
-        # Callers decide about retries (tenacity on enqueue, the worker loop's backoff).
-        retry_on_timeout=False,
-    )
+    try:
+        return connect_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+            # Callers decide about retries (tenacity on enqueue, the worker loop's backoff).
+            retry_on_timeout=False,
+        )
+    except RedisUrlError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def redis_target(url: str) -> RedisTarget:
+    """What `REDIS_URL` names; a malformed one is a ConfigError with good examples."""
+    try:
+        return parse_redis_url(url)
+    except RedisUrlError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def key_prefixes(url: str | None, router_prefix: str, breakers_prefix: str) -> tuple[str, str]:
+    """The router's and the breakers' key prefixes: each a hash tag when `url` is a Cluster
+    (every script touches several keys, which must then share one slot); unchanged otherwise,
+    so the keys of an existing single server or Sentinel deployment keep their names."""
+    if url and redis_target(url).is_cluster:
+        return hash_tagged(router_prefix), hash_tagged(breakers_prefix)
+    return router_prefix, breakers_prefix
+
+
+def wait_replicas(url: str | None, text: str | None) -> int:
+    """ROUTER_REDIS_WAIT_REPLICAS: how many replicas must confirm an enqueue before its 202."""
+    if not text:
+        return 0
+    if not text.strip().isdigit():
+        raise ConfigError(f"ROUTER_REDIS_WAIT_REPLICAS: expected a whole number >= 0, got {text!r}")
+    count = int(text)
+    if count and url and redis_target(url).is_cluster:
+        raise ConfigError(
+            "ROUTER_REDIS_WAIT_REPLICAS: not supported with a redis+cluster:// REDIS_URL yet "
+            "(WAIT must run on the connection that wrote); unset it or use redis+sentinel://"
+        )
+    return count

@@ -163,7 +163,11 @@ def post_to_alertmanager(
 def test_a_real_alertmanager_opens_then_closes_the_banks_breaker(redis_url, key_prefix, tmp_path):
     binary = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
     if binary is None:
-        pytest.skip("no Alertmanager binary (apt-get install prometheus-alertmanager)")
+        pytest.fail(
+            "no Alertmanager binary on the PATH: `make test` installs it "
+            "(scripts/ensure-test-tools), or apt-get install prometheus-alertmanager",
+            pytrace=False,
+        )
     with router_and_service(redis_url, key_prefix, tmp_path) as (router, service):
         config = tmp_path / "alertmanager.yml"
         config.write_text(ALERTMANAGER_YML.format(router=router, token=INBOUND_TOKEN))

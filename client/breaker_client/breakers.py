@@ -27,6 +27,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from breaker_client.connect import (
+    connect,
+    decodes_responses,
+    hash_tagged,
+    is_cluster,
+    reset_after_fork,
+)
 from breaker_client.errors import BreakerOpen
 from breaker_client.keys import DEFAULT_BREAKER_PREFIX, BreakerKeys
 from breaker_client.model import BreakerState, HistoryEntry, Record
@@ -102,13 +109,14 @@ class Breakers(BreakerWriter):
         thread prunes breakers closed and unwritten for `idle_ttl` seconds after each periodic
         resync (None: this process never prunes; the shortest setting in a fleet wins).
         """
-        if not client.connection_pool.connection_kwargs.get("decode_responses"):
+        if not decodes_responses(client):
             raise ValueError("Breakers needs a Redis client made with decode_responses=True")
         if fail_mode not in ("allow", "deny"):
             raise ValueError(f"fail_mode must be 'allow' or 'deny', got {fail_mode!r}")
         if ramp_window < 0:
             raise ValueError(f"ramp_window must be >= 0 seconds, got {ramp_window}")
-        self.keys = BreakerKeys(prefix)
+        # In a Cluster every script's keys must share a slot (see `connect.hash_tagged`).
+        self.keys = BreakerKeys(hash_tagged(prefix) if is_cluster(client) else prefix)
         self.fail_mode: FailMode = fail_mode
         self.ramp_window = ramp_window
         self._clock = clock
@@ -151,10 +159,11 @@ class Breakers(BreakerWriter):
     ) -> Breakers:
         """Connect with short timeouts and no retries, and wait briefly for the first snapshot.
 
+        `url` is one server, a Sentinel or a Cluster (see `breaker_client.connect`).
         Options are those of `Breakers(...)`. A Redis that is down does not delay start-up
         beyond `startup_wait`; `is_open` then answers per `fail_mode` until it loads.
         """
-        client = redis.Redis.from_url(
+        client = connect(
             url,
             decode_responses=True,
             socket_timeout=SOCKET_TIMEOUT_S,
@@ -377,7 +386,7 @@ class Breakers(BreakerWriter):
         self._syncer.after_fork()
         # New sockets for the child; the parent's stay the parent's (redis-py never shuts
         # down a socket from another pid, it only drops its copy).
-        self._store.client.connection_pool.reset()
+        reset_after_fork(self._store.client)
 
 
 def _describe(state: BreakerState) -> str:
