@@ -178,7 +178,8 @@ def cluster(tmp_path: Path, *, masters: int = 3) -> Iterator[Cluster]:
         for port in ports:
             work = tmp_path / f"cluster-{port}"
             cluster_mode = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-            cluster_mode += ["--cluster-node-timeout", "2000"]
+            # Its own free bus port: the default (port + 10000) may be taken or out of range.
+            cluster_mode += ["--cluster-port", str(free_port()), "--cluster-node-timeout", "2000"]
             stack.enter_context(redis_process(port, work, *cluster_mode))
         nodes = [f"127.0.0.1:{port}" for port in ports]
         created = subprocess.run(

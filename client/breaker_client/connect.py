@@ -243,6 +243,8 @@ def connect(url: str, **options: Any) -> redis.Redis:
             redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
             for host, port in target.nodes
         ]
+        # It retries timeouts itself, around its redirects and slot-map refreshes.
+        options.pop("retry_on_timeout", None)
         try:
             cluster = redis.cluster.RedisCluster(startup_nodes=nodes, **auth, **options)
         except redis.exceptions.RedisClusterException as exc:
