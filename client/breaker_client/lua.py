@@ -379,3 +379,30 @@ local a = {action = action, reason = ARGV[3], source = ARGV[4], version = versio
 return apply(c, a)
 """
 )
+
+# KEYS: breaker records, then (when ARGV[1] is '1') the last-write zset; ARGV[2..]: their
+# members. Returns one string per record: its HGETALL as a JSON array ('' when it has none):
+# one string per breaker instead of two per field, parsed in C (json) rather than by the
+# client's pure-Python reply parser, so reading a chunk holds the GIL a fraction as long.
+# With ARGV[1] '1', a record with no last-write time yet (written before there was one)
+# gets its own `updated_ms`, so a prune can find it.
+READ = r"""
+local n, age = #KEYS, ARGV[1] == '1'
+local written = nil
+if age then written = KEYS[n]; n = n - 1 end
+local out = {}
+for i = 1, n do
+  local fields = redis.call('HGETALL', KEYS[i])
+  if #fields == 0 then
+    out[i] = ''
+  else
+    out[i] = cjson.encode(fields)
+    if age and not redis.call('ZSCORE', written, ARGV[i + 1]) then
+      local updated = redis.call('HGET', KEYS[i], 'updated_ms')
+      if not updated or updated == '' then updated = '0' end
+      redis.call('ZADD', written, 'NX', updated, ARGV[i + 1])
+    end
+  end
+end
+return out
+"""

@@ -23,6 +23,7 @@ Every Redis failure leaves this module as `BreakerStoreUnavailable`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, cast
@@ -31,9 +32,8 @@ import redis
 
 from breaker_client.errors import BreakerStoreUnavailable
 from breaker_client.keys import BreakerKeys
-from breaker_client.lua import GROUPS, PRUNE, SNAPSHOT, WRITE
+from breaker_client.lua import GROUPS, PRUNE, READ, SNAPSHOT, WRITE
 from breaker_client.model import (
-    ROW_UPDATED_MS,
     HistoryEntry,
     Outcome,
     Record,
@@ -80,6 +80,7 @@ class Store:
         self._snapshot = client.register_script(SNAPSHOT)
         self._groups = client.register_script(GROUPS)
         self._prune = client.register_script(PRUNE)
+        self._read = client.register_script(READ)
 
     def write(
         self,
@@ -258,24 +259,16 @@ class Store:
         a record that has no last-write time yet (written before there was one) gets its own
         `updated_ms`, so a prune can find it."""
         with translate_errors("read breakers"):
-            pipe = self.client.pipeline(transaction=False)
-            for member in members:
-                pipe.hgetall(self.keys.record(member))
-            if age and members:
-                pipe.zmscore(self.keys.written, list(members))
-            replies = pipe.execute()
+            if not members:
+                return []
+            keys = [self.keys.record(member) for member in members]
+            if age:
+                keys.append(self.keys.written)
+            replies = self._read(keys=keys, args=["1" if age else "0", *members])
             rows = [
-                (member, row_from_hash(member, fields, strings) if fields else None)
-                for member, fields in zip(members, replies, strict=False)
+                (member, row_from_hash(member, _fields(packed), strings) if packed else None)
+                for member, packed in zip(members, replies, strict=True)
             ]
-            if age and members:
-                unaged = {
-                    member: row[ROW_UPDATED_MS] or 0
-                    for (member, row), score in zip(rows, replies[-1], strict=True)
-                    if row is not None and score is None
-                }
-                if unaged:
-                    self.client.zadd(self.keys.written, unaged, nx=True)
         return rows
 
     def tombstone(self, member: str) -> int | None:
@@ -320,3 +313,9 @@ def _result(member: str, reply: Sequence[Any]) -> tuple[WriteResult, Record]:
 def _optional_int_arg(value: int | None) -> str:
     """Lua gets strings: an absent version or expiry is the empty string."""
     return "" if value is None else str(value)
+
+
+def _fields(packed: str) -> dict[str, str]:
+    """A record's fields from READ's JSON array of names and values."""
+    flat = json.loads(packed)
+    return dict(zip(flat[::2], flat[1::2], strict=True))
