@@ -107,7 +107,7 @@ def main() -> None:
         ratio = statistics.median(end_to_end) / statistics.median(direct)
         print(f"end-to-end p50 / baseline p50: {ratio:.1f}x")
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
 

@@ -250,7 +250,7 @@ CREDENTIALED = f"http://svc:{SECRET}@127.0.0.1:9/breaker/callback"
 def _stored(redis, key_prefix) -> str:
     """Everything the router keeps under its prefix, as one text to search."""
     parts = []
-    for key in redis.scan_iter(match=f"{key_prefix}:*"):
+    for key in redis.scan_iter(match=f"{key_prefix}:*", count=1000):
         kind = redis.type(key)
         if kind == "hash":
             parts.append(json.dumps(redis.hgetall(key)))

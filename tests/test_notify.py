@@ -304,7 +304,9 @@ def test_credentials_in_a_callback_url_never_reach_slack_or_redis(redis, key_pre
         wait_for(lambda: slack_stub.requests, what="the message")
         assert b"hunter2" not in slack_stub.requests[0].body
         assert b"***@bank-charge.internal" in slack_stub.requests[0].body
-        stored = [redis.hgetall(k) for k in redis.scan_iter(f"{key_prefix}:notify:fold:*")]
+        stored = [
+            redis.hgetall(k) for k in redis.scan_iter(f"{key_prefix}:notify:fold:*", count=1000)
+        ]
         assert stored and "hunter2" not in repr(stored)
 
 

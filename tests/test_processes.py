@@ -154,7 +154,8 @@ def test_sigterm_lets_the_in_flight_delivery_finish(redis_url, key_prefix, tmp_p
             assert worker.wait(timeout=15) == 0
         client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
         statuses = [
-            client.hget(key, "status") for key in client.scan_iter(f"{key_prefix}:delivery:*")
+            client.hget(key, "status")
+            for key in client.scan_iter(f"{key_prefix}:delivery:*", count=1000)
         ]
         assert statuses == ["delivered"]
         assert "finishing in-flight deliveries" in (tmp_path / "worker.log").read_text()

@@ -224,7 +224,9 @@ def test_stopping_finishes_the_attempt_in_flight_and_hands_back_the_rest(
     redis_url, redis, key_prefix
 ):
     with running_receiver() as receiver:
-        receiver.delay_s = 1.0
+        # Long enough that the first attempt is still in flight when the worker is told to stop,
+        # even on a loaded machine (1 s was not: the parked delivery went out after it).
+        receiver.delay_s = 3.0
         with running_worker(
             redis_url, key_prefix, receiver, ROUTER_PER_ENDPOINT_CONCURRENCY="1"
         ) as worker:
@@ -238,7 +240,7 @@ def test_stopping_finishes_the_attempt_in_flight_and_hands_back_the_rest(
     assert depths["in_flight"] == 0
     assert depths["delayed"] == 2  # the parked one handed back, the deferred one waiting
     statuses = sorted(
-        redis.hget(key, "status") for key in redis.scan_iter(f"{key_prefix}:delivery:*")
+        redis.hget(key, "status") for key in redis.scan_iter(f"{key_prefix}:delivery:*", count=1000)
     )
     assert statuses == ["delivered", "queued", "queued"]
 
