@@ -165,8 +165,10 @@ def embedded_redis(stack: ExitStack, kind: str = "auto") -> Iterator[str]:
     yield url
 
 
-def web_command(port: int, *, workers: int = 2) -> list[str]:
-    """The router web under gunicorn on 127.0.0.1:`port` (for dev, tests and benchmarks)."""
+def web_command(port: int, *, workers: int = 2, app: str = "router.app:create_app()") -> list[str]:
+    """The router web under gunicorn on 127.0.0.1:`port` (for dev, tests and benchmarks).
+
+    `app` lets a benchmark serve its baseline under exactly the router's gunicorn settings."""
     return [
         sys.executable, "-m", "gunicorn",
         "--bind", f"127.0.0.1:{port}",
@@ -176,7 +178,7 @@ def web_command(port: int, *, workers: int = 2) -> list[str]:
         "--no-control-socket",
         # The router's log format (ROUTER_LOG_FORMAT) for gunicorn's lines and the app's.
         "--config", "python:router.gunicorn_conf",
-        "router.app:create_app()",
+        app,
     ]  # fmt: skip
 
 
