@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import redis
 from flask import Blueprint, Request, Response, current_app, g, request
+from flask.blueprints import BlueprintSetupState
 from tenacity import (
     retry,
     retry_if_exception_type,
@@ -19,10 +21,11 @@ from tenacity import (
 
 from router.allowlist import CallbackAllowList
 from router.auth import check_token
+from router.batching import Batcher, BatchWaitTimeout
 from router.config import Settings
 from router.errors import ForbiddenError, PayloadError, QueueUnavailable
 from router.logs import delivery_fields
-from router.metrics import MetricsWriter
+from router.metrics import MetricsWriter, notification_field
 from router.model import Notification
 from router.parsing.callbacks import describe_problems, mask_credentials, scan_callback_lines
 from router.parsing.datadog import parse_datadog_webhook
@@ -34,7 +37,7 @@ from router.parsing.sns import (
     parse_sns_envelope,
     validate_subscribe_url,
 )
-from router.queue import DeliveryQueue, Enqueued, now_ms
+from router.queue import Counted, DeliveryQueue, Enqueued, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,9 @@ JSON_TYPES = ("application/json", "text/json")
 FORM_TYPE = "application/x-www-form-urlencoded"
 # Riding out a Redis failover blip inside one request is cheaper than making Datadog retry.
 ENQUEUE_RETRY_WINDOW_S = 2.0
+# How long a request waits for the batch holding it (see router.batching): the retry window
+# and a stalled Redis's socket timeout (router.redis_conn), with room to spare.
+ENQUEUE_WAIT_S = 15.0
 # Each URL is a stored delivery: a message naming more is a mistake or an attack on Redis.
 MAX_CALLBACK_URLS = 20
 # Every route under this is a notification source, named by the next path segment.
@@ -67,13 +73,37 @@ def queue() -> DeliveryQueue:
     return current_app.extensions["router.queue"]  # type: ignore[no-any-return]
 
 
+# A notification and the source it is counted under in the inbound metrics.
+Incoming = tuple[Notification, str]
+
+
+def batcher() -> Batcher[Incoming, list[Enqueued]]:
+    return current_app.extensions["router.enqueue_batcher"]  # type: ignore[no-any-return]
+
+
+@bp.record_once
+def _start_batching(state: BlueprintSetupState) -> None:
+    """Concurrent requests of this process store their notifications in one call to Redis."""
+    target: DeliveryQueue = state.app.extensions["router.queue"]
+    state.app.extensions["router.enqueue_batcher"] = Batcher(
+        lambda batch: _store_with_retry(target, batch), wait_s=ENQUEUE_WAIT_S
+    )
+
+
+def request_source() -> str:
+    """The notification source a webhook route is for: the path segment after /webhooks/."""
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    if not rule.startswith(WEBHOOKS_PATH):
+        return ""
+    return rule[len(WEBHOOKS_PATH) :].split("/", 1)[0]
+
+
 @bp.after_app_request
 def count_notification(response: Response) -> Response:
     """Count each notification by source and outcome, whichever endpoint or error answered."""
-    rule = request.url_rule.rule if request.url_rule is not None else ""
-    if not rule.startswith(WEBHOOKS_PATH):
-        return response
-    source = rule[len(WEBHOOKS_PATH) :].split("/", 1)[0]
+    source = request_source()
+    if not source or g.get("notification_counted"):
+        return response  # not a notification, or counted with its enqueue (one round trip)
     status = response.status_code
     reason = ""
     if status < 300:
@@ -126,8 +156,33 @@ def read_json_payload(req: Request, *, also: str = "") -> dict[str, Any]:
     wait=wait_exponential(multiplier=0.05, max=0.5),
     reraise=True,
 )
-def _enqueue_with_retry(target: DeliveryQueue, notification: Notification) -> list[Enqueued]:
-    return target.enqueue(notification)
+def _retry_store(target: DeliveryQueue, batch: Sequence[Incoming]) -> list[list[Enqueued]]:
+    return _store(target, batch)
+
+
+def _store_with_retry(target: DeliveryQueue, batch: Sequence[Incoming]) -> list[list[Enqueued]]:
+    try:
+        return _store(target, batch)
+    except (redis.ConnectionError, redis.TimeoutError):
+        # Only now the retry machinery: it costs more than the call itself on every request.
+        return _retry_store(target, batch)
+
+
+def _store(target: DeliveryQueue, batch: Sequence[Incoming]) -> list[list[Enqueued]]:
+    counted = [
+        Counted(notification_field(source, "queued"), notification_field(source, "duplicate"))
+        for _, source in batch
+    ]
+    return target.enqueue_many([notification for notification, _ in batch], counted=counted)
+
+
+@lru_cache(maxsize=1024)
+def _allow_warning(allow: CallbackAllowList, url: str) -> str | None:
+    """What the 202 says about a URL the workers will refuse; the same URLs come again and
+    again, and checking one costs more than the rest of its delivery's answer."""
+    if allow.allows(url):
+        return None
+    return allow.refusal(url).replace("no request was made", "")
 
 
 def accept(notification: Notification) -> tuple[dict[str, Any], int]:
@@ -194,11 +249,11 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
             "deliveries": [],
         }, 202
     try:
-        results = _enqueue_with_retry(queue(), notification)
-    except redis.RedisError as exc:
+        results = batcher().submit((notification, request_source()))
+    except (redis.RedisError, BatchWaitTimeout) as exc:
         raise QueueUnavailable(f"the queue (Redis) is unavailable: {exc}") from exc
-    # A sender's retry of a notification already queued: nothing new, and counted as such.
-    g.notification_outcome = "queued" if any(r.created for r in results) else "duplicate"
+    # Counted as queued, or as a sender's retry of one already queued, by the enqueue itself.
+    g.notification_counted = True
     allow: CallbackAllowList | None = current_app.extensions["router.allow"]
     deliveries = []
     for result in results:
@@ -207,8 +262,9 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
             "url": result.url,
             "duplicate": not result.created,
         }
-        if allow is not None and not allow.allows(result.url):
-            item["warning"] = allow.refusal(result.url).replace("no request was made", "")
+        warning = None if allow is None else _allow_warning(allow, result.url)
+        if warning is not None:
+            item["warning"] = warning
         deliveries.append(item)
         log.info(
             "queued" if result.created else "duplicate ignored",

@@ -98,7 +98,7 @@ class MetricsWriter:
 
     def notification(self, source: str, outcome: str, reason: str = "") -> None:
         """One inbound notification and what became of it (see router.inbound)."""
-        field = _SEP.join((source, outcome, reason))
+        field = notification_field(source, outcome, reason)
         self._write(lambda pipe: pipe.hincrby(self.keys.notifications_received, field, 1))
 
     def attempt(self, outcome: str, seconds: float) -> None:
@@ -144,6 +144,11 @@ class MetricsWriter:
         except redis.RedisError as exc:
             self._paused_until = self._clock() + WRITE_PAUSE_S
             log.warning("metrics not written for %.0fs, Redis failed: %s", WRITE_PAUSE_S, exc)
+
+
+def notification_field(source: str, outcome: str, reason: str = "") -> str:
+    """The field of `RouterKeys.notifications_received` a notification is counted under."""
+    return _SEP.join((source, outcome, reason))
 
 
 def _entry_ms(entry_id: str) -> int:

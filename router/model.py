@@ -7,7 +7,8 @@ it as JSON; the worker adds an `Enrichment` and renders the callback body
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
 Transition = Literal["alert", "warning", "recovery", "no_data", "renotify", "reconcile"]
@@ -65,11 +66,18 @@ class Notification:
         return split_tags(self.scope)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field rather than `asdict`, which deep-copies every value: this runs for
+        # every webhook the router accepts, before its 202.
+        data = {name: getattr(self, name) for name in _NOTIFICATION_FIELDS}
         data["callback_urls"] = list(self.callback_urls)
         data["tags"] = list(self.tags)
         data["warnings"] = list(self.warnings)
+        data["carried"] = None if self.carried is None else asdict(self.carried)
         return data
+
+    def to_json(self) -> str:
+        """The JSON the queue stores (`from_dict(json.loads(...))` reads it back)."""
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Notification:
@@ -81,6 +89,9 @@ class Notification:
         values["carried"] = Enrichment.from_dict(carried) if carried else None
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+_NOTIFICATION_FIELDS = tuple(f.name for f in fields(Notification))
 
 
 @dataclass(frozen=True)

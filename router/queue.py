@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -45,28 +45,45 @@ local function note_recent(index, id, ms)
 end
 """
 
+# One call stores a whole batch of notifications (the web gathers concurrent requests into
+# one, see `router.batching`): one round trip to Redis per batch, not per request. A
+# notification's count in the inbound metrics hash is made here too, when it is asked for, so a
+# request costs no second round trip.
 _ENQUEUE = (
     _RECENT
     + """
--- KEYS[1]=stream, KEYS[2]=stats, KEYS[3]=recent index, KEYS[3+i]=record of delivery i
--- ARGV[1]=now_ms, ARGV[2]=notification json, ARGV[1+2i]=delivery id i, ARGV[2+2i]=url i
-local created = {}
-for i = 4, #KEYS do
-  local n = i - 3
-  local id, url = ARGV[1 + 2 * n], ARGV[2 + 2 * n]
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('HSET', KEYS[i], 'id', id, 'url', url, 'notification', ARGV[2],
-      'status', 'queued', 'created_ms', ARGV[1], 'updated_ms', ARGV[1],
-      'attempts', '[]', 'attempt_count', '0', 'round_start', '0', 'reclaims', '0',
-      'replays', '0')
-    redis.call('XADD', KEYS[1], '*', 'id', id)
-    redis.call('HINCRBY', KEYS[2], 'accepted', 1)
-    note_recent(KEYS[3], id, ARGV[1])
-    created[n] = 1
-  else
-    redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
-    created[n] = 0
+-- KEYS[1]=stream, KEYS[2]=stats, KEYS[3]=recent index, KEYS[4]=inbound metrics hash,
+-- KEYS[4+i]=record of delivery i (over all notifications, in order)
+-- ARGV[1]=now_ms, then per notification: its json, its delivery count c, the metrics field
+-- to count it under if any delivery is new ('' = none), the field if all are duplicates,
+-- then c pairs of delivery id, url
+local now, created, key, at = ARGV[1], {}, 4, 2
+while at <= #ARGV do
+  local notification, count = ARGV[at], tonumber(ARGV[at + 1])
+  local queued_field, duplicate_field = ARGV[at + 2], ARGV[at + 3]
+  local any_new = false
+  at = at + 4
+  for _ = 1, count do
+    key = key + 1
+    local id, url = ARGV[at], ARGV[at + 1]
+    at = at + 2
+    if redis.call('EXISTS', KEYS[key]) == 0 then
+      redis.call('HSET', KEYS[key], 'id', id, 'url', url, 'notification', notification,
+        'status', 'queued', 'created_ms', now, 'updated_ms', now,
+        'attempts', '[]', 'attempt_count', '0', 'round_start', '0', 'reclaims', '0',
+        'replays', '0')
+      redis.call('XADD', KEYS[1], '*', 'id', id)
+      redis.call('HINCRBY', KEYS[2], 'accepted', 1)
+      note_recent(KEYS[3], id, now)
+      created[#created + 1] = 1
+      any_new = true
+    else
+      redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
+      created[#created + 1] = 0
+    end
   end
+  local counted = any_new and queued_field or duplicate_field
+  if counted ~= '' then redis.call('HINCRBY', KEYS[4], counted, 1) end
 end
 return created
 """
@@ -243,6 +260,15 @@ def now_ms() -> int:
 
 
 @dataclass(frozen=True)
+class Counted:
+    """The inbound metrics fields an enqueued notification is counted under: `queued` when any
+    of its deliveries is new, `duplicate` when a sender sent them all before ('' = not counted)."""
+
+    queued: str
+    duplicate: str
+
+
+@dataclass(frozen=True)
 class Enqueued:
     delivery_id: str
     url: str
@@ -358,22 +384,49 @@ class DeliveryQueue:
 
     def enqueue(self, notification: Notification) -> list[Enqueued]:
         """Store one delivery per callback URL; an already-known delivery is not added again."""
-        urls = list(notification.callback_urls)
-        if not urls:
-            return []
-        ids = [delivery_id_for(notification.dedup_key, url) for url in urls]
-        args: list[str | int] = [self._clock(), json.dumps(notification.to_dict())]
-        for delivery_id, url in zip(ids, urls, strict=True):
-            args += [delivery_id, url]
-        keys = [self.keys.stream, self.keys.stats, self.keys.recent_deliveries]
-        keys += [self.keys.delivery(i) for i in ids]
-        if self.wait_replicas:
-            created = self._enqueue_replicated(keys, args)
+        [enqueued] = self.enqueue_many([notification])
+        return enqueued
+
+    def enqueue_many(
+        self, notifications: Sequence[Notification], *, counted: Sequence[Counted] = ()
+    ) -> list[list[Enqueued]]:
+        """`enqueue` for each notification, in one script call: all stored, or an exception.
+
+        `counted`, when given, has one entry per notification: the fields of the inbound
+        metrics hash (`RouterKeys.notifications_received`) each is counted under.
+        """
+        if counted and len(counted) != len(notifications):
+            raise ValueError("counted needs one entry per notification")
+        keys = [
+            self.keys.stream,
+            self.keys.stats,
+            self.keys.recent_deliveries,
+            self.keys.notifications_received,
+        ]
+        args: list[str | int] = [self._clock()]
+        planned: list[list[tuple[str, str]]] = []
+        for index, notification in enumerate(notifications):
+            deliveries = [
+                (delivery_id_for(notification.dedup_key, url), url)
+                for url in notification.callback_urls
+            ]
+            planned.append(deliveries)
+            if not deliveries:
+                continue  # nothing to store: the caller answers that itself
+            fields = counted[index] if counted else Counted("", "")
+            args += [notification.to_json(), len(deliveries), fields.queued, fields.duplicate]
+            for delivery_id, url in deliveries:
+                keys.append(self.keys.delivery(delivery_id))
+                args += [delivery_id, url]
+        if len(args) == 1:
+            created: Iterator[int] = iter(())
+        elif self.wait_replicas:
+            created = iter(self._enqueue_replicated(keys, args))
         else:
-            created = self._enqueue(keys=keys, args=args)
+            created = iter(self._enqueue(keys=keys, args=args))
         return [
-            Enqueued(delivery_id=i, url=u, created=bool(c))
-            for i, u, c in zip(ids, urls, created, strict=True)
+            [Enqueued(delivery_id, url, bool(next(created))) for delivery_id, url in deliveries]
+            for deliveries in planned
         ]
 
     def _enqueue_replicated(self, keys: list[str], args: list[str | int]) -> Any:

@@ -9,7 +9,7 @@ import redis as redis_lib
 
 from router.keys import RouterKeys
 from router.model import Notification
-from router.queue import Claim, Delivery, DeliveryQueue, delivery_id_for
+from router.queue import Claim, Counted, Delivery, DeliveryQueue, delivery_id_for
 
 URL_A = "http://127.0.0.1:9/a"
 URL_B = "http://127.0.0.1:9/b"
@@ -317,3 +317,42 @@ def test_refresh_keeps_a_claim_only_while_it_is_ours(redis, key_prefix):
     assert queue.refresh(taker) is True
     [pending] = redis.xpending_range(queue.keys.stream, queue.keys.group, "-", "+", 10)
     assert pending["consumer"] == "taker"
+
+
+def test_enqueue_many_stores_a_batch_in_one_script_call_and_counts_each(redis, key_prefix):
+    queue = make_queue(redis, key_prefix)
+    queue.enqueue(notification(URL_A, dedup_key="old"))
+    script = queue._enqueue
+    calls: list[int] = []
+    queue._enqueue = lambda **kwargs: calls.append(1) or script(**kwargs)  # type: ignore[method-assign]
+    counted = [Counted("datadog|queued|", "datadog|duplicate|")] * 4
+    results = queue.enqueue_many(
+        [
+            notification(URL_A, URL_B, dedup_key="new"),
+            notification(URL_A, dedup_key="old"),  # a sender's retry
+            notification(dedup_key="no callback line"),
+            notification(URL_B, dedup_key="also new"),
+        ],
+        counted=counted,
+    )
+    assert len(calls) == 1
+    assert [[r.created for r in found] for found in results] == [[True, True], [False], [], [True]]
+    assert [r.delivery_id for r in results[0]] == [
+        delivery_id_for("new", URL_A),
+        delivery_id_for("new", URL_B),
+    ]
+    for found in (*results[0], *results[3]):
+        assert queue.load(found.delivery_id) is not None
+    assert redis.xlen(RouterKeys(key_prefix).stream) == 4
+    # Counted in the same call: two notifications queued, one duplicate, none for no line.
+    assert redis.hgetall(RouterKeys(key_prefix).notifications_received) == {
+        "datadog|queued|": "2",
+        "datadog|duplicate|": "1",
+    }
+
+
+def test_enqueue_many_needs_one_count_per_notification(redis, key_prefix):
+    with pytest.raises(ValueError, match="one entry per notification"):
+        make_queue(redis, key_prefix).enqueue_many(
+            [notification(URL_A)], counted=[Counted("a", "b")] * 2
+        )

@@ -88,6 +88,12 @@ def _keyword_pattern(keyword: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![^\W_])(?<!-){re.escape(keyword)}[*_~]*\s*:[*_~]*", re.IGNORECASE)
 
 
+# The web scans each message twice (parsing finds the URLs, accepting names the problems):
+# the second is a hit. Results are immutable; a few entries cover a web process's threads.
+_SCAN_CACHE_SIZE = 64
+
+
+@lru_cache(maxsize=_SCAN_CACHE_SIZE)
 def scan_callback_lines(
     message: str, keyword: str = DEFAULT_CALLBACK_KEYWORD
 ) -> tuple[CallbackLine, ...]:

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 
 from router.errors import PayloadError
 from router.model import Notification, Transition, split_tags
@@ -252,6 +253,8 @@ class _Fields:
         return f"{_show(value)} in {key!r}"
 
 
+# Senders use a handful of spellings: each is worked out once (bounded, keys are theirs).
+@lru_cache(maxsize=1024)
 def _path(key: str) -> str:
     """A key as a path: snake case, `org[id]` as `org.id`."""
     bracketed = _BRACKETED.match(key)

@@ -1,0 +1,116 @@
+"""Group commit for the web: concurrent requests of one process share one Redis round trip.
+
+Each request thread hands its notification to `EnqueueBatcher.enqueue` and waits for its own
+result. One of the waiting threads at a time (the leader) stores everything waiting in one
+call (`DeliveryQueue.enqueue_many`); requests that arrive meanwhile wait for the next call,
+which the first of them leads. Nothing waits for a batch to fill: alone, a request is stored at
+once, in a batch of one. Every request still answers only after Redis acknowledged the call
+that stored it, and a failed call fails every request in it (each answers 503, none is told its
+work is stored).
+
+On a small machine a round trip to Redis costs the web more CPU (system calls, waking Redis)
+than parsing the notification; see `bench/ingest_load.py` and docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# More than a web process has threads: a batch is bounded by how many requests wait at once.
+MAX_BATCH = 100
+
+
+class BatchWaitTimeout(Exception):
+    """The batch holding a request did not finish in time (its leader is stuck)."""
+
+
+@dataclass(eq=False)  # found in the waiting list by identity
+class _Waiting(Generic[Item, Result]):
+    item: Item
+    # Set when the result (or error) is there, or when this thread is asked to lead.
+    woken: threading.Event = field(default_factory=threading.Event)
+    leads: bool = False
+    done: bool = False
+    result: Result | None = None
+    error: BaseException | None = None
+
+
+class Batcher(Generic[Item, Result]):
+    """Runs `store(items) -> results` (one result per item, in order) for whoever is waiting."""
+
+    def __init__(
+        self,
+        store: Callable[[Sequence[Item]], Sequence[Result]],
+        *,
+        wait_s: float,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._store = store
+        self._wait_s = wait_s
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiting[Item, Result]] = []
+        self._leading = False
+
+    def submit(self, item: Item) -> Result:
+        """`item`'s result once its batch is stored; the batch's exception if that failed."""
+        me: _Waiting[Item, Result] = _Waiting(item)
+        with self._lock:
+            self._waiting.append(me)
+            if not self._leading:
+                self._leading = me.leads = True
+        while not me.done:
+            if me.leads:
+                self._lead()
+            elif me.woken.wait(self._wait_s):
+                me.woken.clear()
+            else:
+                self._give_up(me)
+        if me.error is not None:
+            raise me.error
+        return me.result  # type: ignore[return-value]
+
+    def _give_up(self, me: _Waiting[Item, Result]) -> None:
+        """Stop waiting for a batch that takes too long (its leader is stuck on Redis)."""
+        with self._lock:
+            if me.leads or me.done:
+                return  # asked to lead, or finished, just now: carry on
+            if any(waiting is me for waiting in self._waiting):
+                # Not taken into a batch yet: withdrawn, so it is never stored unanswered.
+                self._waiting = [waiting for waiting in self._waiting if waiting is not me]
+        # Else it is in the batch being stored: it may still be, and the sender's retry is
+        # then a duplicate, never a loss.
+        raise BatchWaitTimeout(f"the batch was not stored within {self._wait_s:.0f}s")
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch = self._waiting[: self._max_batch]
+            del self._waiting[: self._max_batch]
+        try:
+            results = self._store([waiting.item for waiting in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
+            for waiting, result in zip(batch, results, strict=True):
+                waiting.result = result
+        except BaseException as exc:  # every waiter must hear of it, whatever it is
+            for waiting in batch:
+                waiting.error = exc
+        finally:
+            with self._lock:
+                successor = self._waiting[0] if self._waiting else None
+                if successor is None:
+                    self._leading = False
+                else:
+                    successor.leads = True
+            for waiting in batch:
+                waiting.leads = False
+                waiting.done = True
+                waiting.woken.set()
+            if successor is not None:
+                successor.woken.set()
