@@ -6,7 +6,7 @@ Debian's package, installed by scripts/ensure-wrk) keeps `--connections` request
 `--duration` seconds against each. Every router request is a new Datadog notification (its own
 event id) with one callback line, so each 202 is a delivery written to Redis: a redis-server
 this script starts on a free port with `--appendonly yes --appendfsync everysec` in a temp
-dir. The baseline is the bare endpoint (`bench/bare_app.py`: reads the body, answers 202) in
+dir. The baseline is the bare endpoint (`bench/_bare_app.py`: reads the body, answers 202) in
 the same run; the figure is router / bare, throughput and p99. After each router round the
 stream is counted: every 202 must be a delivery in Redis.
 
@@ -25,24 +25,24 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import redis
 from _common import ROOT, unique_prefix
+from _processes import appending_redis, children, cpu_seconds
 
 from router import gunicorn_conf
 from router.demo import datadog_payload
 from router.devserver import web_command
 from router.keys import RouterKeys
 from tests.conftest import free_port
-from tests.support import INBOUND_TOKEN, process, router_env, wait_for, wait_http
+from tests.support import INBOUND_TOKEN, process, router_env, wait_http
 
 ROUTE = "/webhooks/datadog"
-BARE_APP = "bench.bare_app:create_app()"
+BARE_APP = "bench._bare_app:create_app()"
 # Stands for the event id in the body; each request gets its own (see WRK_SCRIPT).
 EVENT_ID_MARK = "EVENTIDMARK"
 # wrk's threads: one per CPU would starve the servers on a 2-core machine; one keeps up.
@@ -50,7 +50,6 @@ WRK_THREADS = 1
 WARMUP_S = 1.0
 # Event ids of one wrk run: base + thread * 10^9 + request number; a run never reuses another's.
 _EVENT_ID_BASES = itertools.count(10**13, 10**11)
-REDIS_START_TIMEOUT_S = 10.0
 
 # Every request a new notification: the event id is a per-thread counter after a per-run base.
 # `done` prints one JSON line the script reads; latencies are in microseconds.
@@ -90,28 +89,6 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), latency.max, sample))
 end
 """
-
-
-def children(pid: int) -> list[int]:
-    """Pids whose parent is `pid` (gunicorn's workers), from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU the processes used so far (clock ticks of /proc/<pid>/stat)."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -163,31 +140,6 @@ def require_wrk() -> str:
     if found is None:
         raise SystemExit("wrk is not on the PATH: run scripts/ensure-wrk (apt-get install wrk)")
     return found
-
-
-@contextmanager
-def appending_redis(tmp: Path) -> Iterator[str]:
-    """A redis-server of our own, appending to its log every second, stopped by pid."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not on the PATH (apt-get install redis-server)")
-    port = free_port()
-    args = [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-    ]  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    with process(args, {}, log_path=tmp / "redis.log"):
-        client = redis.Redis.from_url(url)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_for(answers, timeout=REDIS_START_TIMEOUT_S, what=f"redis-server on {port}")
-        yield url
 
 
 def redis_calls(stream_of: tuple[redis.Redis, str] | None) -> int:
