@@ -281,7 +281,7 @@ class Settings:
             ),
             key_prefix=key_prefix,
             breakers_prefix=breakers_prefix,
-            redis_wait_replicas=wait_replicas(redis_url, env.get("ROUTER_REDIS_WAIT_REPLICAS")),
+            redis_wait_replicas=wait_replicas(env.get("ROUTER_REDIS_WAIT_REPLICAS")),
             redis_wait_timeout_s=duration(
                 "ROUTER_REDIS_WAIT_TIMEOUT", DEFAULT_REDIS_WAIT_TIMEOUT_S
             ),

@@ -30,6 +30,7 @@ import redis
 from router.errors import QueueUnavailable
 from router.keys import RouterKeys
 from router.model import Notification
+from router.redis_conn import on_the_node_of
 
 Status = Literal["queued", "retrying", "delivered", "dead"]
 
@@ -433,10 +434,11 @@ class DeliveryQueue:
         """The enqueue script, then WAIT on the same connection (WAIT counts the replicas that
         have this connection's writes). The script always writes (a duplicate bumps a counter),
         so a sender's retry also waits for what an earlier, unconfirmed attempt stored."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._enqueue(keys=keys, args=args, client=pipe)
-        pipe.wait(self.wait_replicas, self.wait_timeout_ms)
-        created, confirmed = pipe.execute()
+        with on_the_node_of(self.redis, keys[0]) as node:
+            pipe = node.pipeline(transaction=False)
+            self._enqueue(keys=keys, args=args, client=pipe)
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            created, confirmed = pipe.execute()
         if int(confirmed) < self.wait_replicas:
             raise QueueUnavailable(
                 f"Redis stored the notification but only {confirmed} of "

@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import redis
+import redis.cluster
+import redis.exceptions
 from breaker_client.connect import RedisTarget, RedisUrlError, hash_tagged, parse_redis_url
 from breaker_client.connect import connect as connect_url
 
@@ -50,16 +55,40 @@ def key_prefixes(url: str | None, router_prefix: str, breakers_prefix: str) -> t
     return router_prefix, breakers_prefix
 
 
-def wait_replicas(url: str | None, text: str | None) -> int:
+def wait_replicas(text: str | None) -> int:
     """ROUTER_REDIS_WAIT_REPLICAS: how many replicas must confirm an enqueue before its 202."""
     if not text:
         return 0
     if not text.strip().isdigit():
         raise ConfigError(f"ROUTER_REDIS_WAIT_REPLICAS: expected a whole number >= 0, got {text!r}")
-    count = int(text)
-    if count and url and redis_target(url).is_cluster:
-        raise ConfigError(
-            "ROUTER_REDIS_WAIT_REPLICAS: not supported with a redis+cluster:// REDIS_URL yet "
-            "(WAIT must run on the connection that wrote); unset it or use redis+sentinel://"
-        )
-    return count
+    return int(text)
+
+
+# What a plain client on a cluster node meets when the slot moved or the node went away.
+_TOPOLOGY_CHANGED = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.ConnectionError,
+)
+
+
+@contextmanager
+def on_the_node_of(client: redis.Redis, key: str) -> Iterator[redis.Redis]:
+    """`client`, or for a Cluster the plain client of the master that holds `key`'s slot.
+
+    `WAIT` counts the replicas holding the writes of the connection it runs on, so a write and
+    its `WAIT` must share one connection to that master; a cluster client would send `WAIT` to
+    every master. When the slot has moved (a failover), the slot map is read again and a
+    ConnectionError raised, which callers already retry.
+    """
+    if not isinstance(client, redis.cluster.RedisCluster):
+        yield client
+        return
+    node = client.get_node_from_key(key)
+    try:
+        yield client.get_redis_connection(node)
+    except _TOPOLOGY_CHANGED as exc:
+        client.nodes_manager.initialize()
+        raise redis.ConnectionError(f"the cluster moved {key!r} from {node.name}: {exc}") from exc

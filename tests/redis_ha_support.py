@@ -13,10 +13,15 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from breaker_client import BreakerStoreUnavailable
+from flask.testing import FlaskClient
 
 from tests.conftest import free_port
-from tests.support import process, wait_for
+from tests.support import INBOUND_TOKEN, process, wait_for
 
+AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
+# The sender keeps retrying a 503 this long, as Datadog retries a failed webhook.
+SENDER_PATIENCE_S = 30.0
 SERVICE = "mymaster"
 # A sentinel notices a dead master after this long; tests force failovers, so keep it short.
 DOWN_AFTER_MS = 1000
@@ -155,35 +160,61 @@ def sentinel_set(tmp_path: Path, *, replicas: int = 2, sentinels: int = 2) -> It
 @dataclass
 class Cluster:
     ports: list[int]
+    servers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}"
 
+    def shard_of(self, key: str) -> list[int]:
+        """The ports of the master that holds `key`'s slot, then of its replicas."""
+        slot = int(raw(self.ports[0]).execute_command("CLUSTER", "KEYSLOT", key))
+        for start, end, *nodes in raw(self.ports[0]).execute_command("CLUSTER", "SLOTS"):
+            if int(start) <= slot <= int(end):
+                return [int(node[1]) for node in nodes]
+        raise AssertionError(f"no node holds slot {slot}")
+
     def node_of(self, key: str) -> int:
         """The port of the master that holds `key`'s slot."""
-        slot = int(raw(self.ports[0]).execute_command("CLUSTER", "KEYSLOT", key))
-        for start, end, master, *_replicas in raw(self.ports[0]).execute_command(
-            "CLUSTER", "SLOTS"
-        ):
-            if int(start) <= slot <= int(end):
-                return int(master[1])
-        raise AssertionError(f"no node holds slot {slot}")
+        return self.shard_of(key)[0]
+
+    def failover(self, key: str) -> int:
+        """A manual CLUSTER FAILOVER of `key`'s shard (the replica takes over once it has every
+        write); returns the new master's port once every node agrees."""
+        old, replica = self.shard_of(key)[:2]
+        raw(replica).execute_command("CLUSTER", "FAILOVER")
+
+        def switched() -> bool:
+            try:
+                return all(
+                    _shard_seen_by(port, key)[0] == replica for port in self.ports if port != old
+                )
+            except redis_lib.RedisError:
+                return False
+
+        wait_for(switched, timeout=20, what=f"the cluster to make {replica} the master")
+        return replica
+
+
+def _shard_seen_by(port: int, key: str) -> list[int]:
+    return Cluster([port, port]).shard_of(key)
 
 
 @contextmanager
-def cluster(tmp_path: Path, *, masters: int = 3) -> Iterator[Cluster]:
-    ports = [free_port() for _ in range(masters)]
+def cluster(tmp_path: Path, *, masters: int = 3, replicas: int = 0) -> Iterator[Cluster]:
+    ports = [free_port() for _ in range(masters * (1 + replicas))]
+    servers: dict[int, subprocess.Popen[bytes]] = {}
     with ExitStack() as stack:
         for port in ports:
             work = tmp_path / f"cluster-{port}"
             cluster_mode = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             # Its own free bus port: the default (port + 10000) may be taken or out of range.
             cluster_mode += ["--cluster-port", str(free_port()), "--cluster-node-timeout", "2000"]
-            stack.enter_context(redis_process(port, work, *cluster_mode))
+            servers[port] = stack.enter_context(redis_process(port, work, *cluster_mode))
         nodes = [f"127.0.0.1:{port}" for port in ports]
+        create = [binary("redis-cli"), "--cluster", "create", *nodes, "--cluster-yes"]
         created = subprocess.run(
-            [binary("redis-cli"), "--cluster", "create", *nodes, "--cluster-yes"],
+            [*create, "--cluster-replicas", str(replicas)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -192,9 +223,42 @@ def cluster(tmp_path: Path, *, masters: int = 3) -> Iterator[Cluster]:
         assert created.returncode == 0, created.stdout + created.stderr
 
         def ready() -> bool:
-            return all(
+            if not all(
                 "cluster_state:ok" in raw(p).execute_command("CLUSTER", "INFO") for p in ports
-            )
+            ):
+                return False
+            shards = raw(ports[0]).execute_command("CLUSTER", "SLOTS")
+            return all(len(shard) - 3 == replicas for shard in shards)
 
-        wait_for(ready, timeout=20, what="every cluster node to report cluster_state:ok")
-        yield Cluster(ports)
+        wait_for(ready, timeout=30, what="every cluster node to report cluster_state:ok")
+        yield Cluster(ports, servers)
+
+
+def send_until_accepted(client: FlaskClient, payload: dict, refused: list[int]) -> list[str]:
+    """POST until the router answers 202; returns the delivery ids it acknowledged."""
+    answers: list[int] = []
+
+    def accepted() -> list[str] | None:
+        answer = client.post("/webhooks/datadog", json=payload, headers=AUTH)
+        answers.append(answer.status_code)
+        if answer.status_code == 202:
+            return [d["id"] for d in answer.get_json()["deliveries"]]
+        assert answer.status_code == 503, answer.get_data(as_text=True)
+        refused.append(answer.status_code)
+        return None
+
+    return wait_for(accepted, timeout=SENDER_PATIENCE_S, interval=0.1, what=f"a 202 ({answers})")
+
+
+def write_until_done(write: object) -> None:
+    """Call a breaker write until Redis takes it: the first after a failover may meet a
+    connection the old master dropped (BreakerStoreUnavailable), as a callback retry would."""
+
+    def attempt() -> bool:
+        try:
+            write()  # type: ignore[operator]
+        except BreakerStoreUnavailable:
+            return False
+        return True
+
+    wait_for(attempt, timeout=15, interval=0.1, what="a breaker write after the failover")

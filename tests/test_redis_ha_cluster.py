@@ -7,6 +7,8 @@ change channel on the same cluster.
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from breaker_client import Breakers
 from router.app import create_app
 from router.keys import BreakerKeys, RouterKeys
 from tests.payloads import custom_payload
-from tests.redis_ha_support import cluster, raw
+from tests.redis_ha_support import cluster, raw, send_until_accepted, write_until_done
 from tests.support import (
     INBOUND_TOKEN,
     process,
@@ -93,3 +95,89 @@ def test_breakers_write_read_and_follow_the_change_channel_on_a_cluster(tmp_path
         keys = BreakerKeys(f"{{{prefix}}}")
         slots = {nodes.node_of(k) for k in (keys.index, keys.revision, keys.record("bank-charge"))}
         assert len(slots) == 1
+
+
+def test_a_cluster_failover_mid_run_loses_nothing_and_the_reader_follows_it(tmp_path: Path):
+    """Three masters with a replica each; the queue's and the breakers' shards fail over while
+    notifications arrive. Web (its WAIT on the queue's node meets MOVED and finds the new
+    master), worker and client follow the new topology; every 202 is delivered."""
+    prefix = f"ha-{uuid.uuid4().hex[:8]}"
+    with cluster(tmp_path, replicas=1) as nodes, running_receiver() as receiver:
+        env = router_env(
+            nodes.url,
+            prefix,
+            ROUTER_CALLBACK_ALLOW=receiver.url,
+            BREAKERS_PREFIX=f"{prefix}-breakers",
+            ROUTER_REDIS_WAIT_REPLICAS="1",
+            ROUTER_REDIS_WAIT_TIMEOUT="300ms",
+            ROUTER_DELIVERY_TIMEOUT="2s",
+            ROUTER_ENRICH_BUDGET="500ms",
+            ROUTER_CLAIM_IDLE="5s",
+        )
+        client = create_app(env).test_client()
+        queue_key = RouterKeys(f"{{{prefix}}}").stream
+        breakers_key = BreakerKeys(f"{{{prefix}-breakers}}").index
+        writer = Breakers.from_url(nodes.url, prefix=f"{prefix}-breakers", sync=False)
+        with (
+            Breakers.from_url(
+                nodes.url, prefix=f"{prefix}-breakers", resync_interval=600
+            ) as reader,
+            process(router_command("worker"), env, log_path=tmp_path / "worker.log"),
+        ):
+            writer.open("bank-charge", "0001", reason="bank 0001 down")
+            wait_for(lambda: reader.is_open("bank-charge", "0001"), timeout=10)
+            acknowledged: set[str] = set()
+            old_queue_master = nodes.node_of(queue_key)
+            for n in range(NOTIFICATIONS):
+                payload = custom_payload(f"{receiver.url}/cb", event_id=f"74133{n:05d}")
+                acknowledged.update(send_until_accepted(client, payload, []))
+                if n == NOTIFICATIONS // 3:
+                    nodes.failover(queue_key)
+                    if nodes.node_of(breakers_key) != nodes.node_of(queue_key):
+                        nodes.failover(breakers_key)
+            assert nodes.node_of(queue_key) != old_queue_master
+
+            def delivered() -> set[str]:
+                with receiver.lock:
+                    return {r.headers["webhook-id"] for r in receiver.requests}
+
+            wait_for(lambda: acknowledged <= delivered(), timeout=40, what="every delivery")
+            assert reader.is_open("bank-charge", "0001")
+            write_until_done(lambda: writer.close("bank-charge", "0001", reason="bank 0001 back"))
+            wait_for(lambda: not reader.is_open("bank-charge", "0001"), timeout=15)
+        assert len(acknowledged) == NOTIFICATIONS
+
+
+def test_a_cluster_enqueue_waits_for_the_replica_of_its_own_shard(tmp_path: Path):
+    """WAIT runs on the connection that wrote, to the queue's master: with that master's
+    replica cut off the answer is 503, although the other shards' replicas are fine."""
+    prefix = f"ha-{uuid.uuid4().hex[:8]}"
+    with cluster(tmp_path, replicas=1) as nodes, running_receiver() as receiver:
+        env = router_env(
+            nodes.url,
+            prefix,
+            ROUTER_CALLBACK_ALLOW=receiver.url,
+            ROUTER_REDIS_WAIT_REPLICAS="1",
+            ROUTER_REDIS_WAIT_TIMEOUT="300ms",
+        )
+        client = create_app(env).test_client()
+        first = custom_payload(f"{receiver.url}/cb", event_id="7414400001")
+        second = custom_payload(f"{receiver.url}/cb", event_id="7414400002")
+        ids = send_until_accepted(client, first, [])
+        master, replica = nodes.shard_of(RouterKeys(f"{{{prefix}}}").stream)[:2]
+        os.kill(nodes.servers[replica].pid, signal.SIGSTOP)
+        try:
+            raw(master).client_kill_filter(_type="replica")
+            answer = client.post("/webhooks/datadog", json=second, headers=AUTH)
+            assert answer.status_code == 503, answer.get_data(as_text=True)
+            assert "0 of 1 replicas" in answer.get_json()["error"]
+        finally:
+            os.kill(nodes.servers[replica].pid, signal.SIGCONT)
+        ids += send_until_accepted(client, second, [])
+        with process(router_command("worker"), env, log_path=tmp_path / "worker.log"):
+
+            def delivered() -> set[str]:
+                with receiver.lock:
+                    return {r.headers["webhook-id"] for r in receiver.requests}
+
+            wait_for(lambda: set(ids) <= delivered(), timeout=30, what="both deliveries")

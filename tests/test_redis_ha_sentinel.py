@@ -12,12 +12,17 @@ import threading
 import uuid
 from pathlib import Path
 
-from breaker_client import Breakers, BreakerStoreUnavailable
-from flask.testing import FlaskClient
+from breaker_client import Breakers
 
 from router.app import create_app
 from tests.payloads import custom_payload
-from tests.redis_ha_support import SentinelSet, raw, sentinel_set
+from tests.redis_ha_support import (
+    SentinelSet,
+    raw,
+    send_until_accepted,
+    sentinel_set,
+    write_until_done,
+)
 from tests.support import (
     INBOUND_TOKEN,
     Receiver,
@@ -30,24 +35,6 @@ from tests.support import (
 
 AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
 NOTIFICATIONS = 40
-# The sender keeps retrying a 503 this long, as Datadog retries a failed webhook.
-SENDER_PATIENCE_S = 30.0
-
-
-def send_until_accepted(client: FlaskClient, payload: dict, refused: list[int]) -> list[str]:
-    """POST until the router answers 202; returns the delivery ids it acknowledged."""
-    answers: list[int] = []
-
-    def accepted() -> list[str] | None:
-        answer = client.post("/webhooks/datadog", json=payload, headers=AUTH)
-        answers.append(answer.status_code)
-        if answer.status_code == 202:
-            return [d["id"] for d in answer.get_json()["deliveries"]]
-        assert answer.status_code == 503, answer.get_data(as_text=True)
-        refused.append(answer.status_code)
-        return None
-
-    return wait_for(accepted, timeout=SENDER_PATIENCE_S, interval=0.1, what=f"a 202 ({answers})")
 
 
 def delivered(receiver: Receiver) -> set[str]:
@@ -142,20 +129,6 @@ def test_an_enqueue_no_replica_holds_is_refused_so_the_master_dying_loses_nothin
         assert ha.master_port() in replicas
         with process(router_command("worker"), env, log_path=tmp_path / "worker.log"):
             wait_for(lambda: set(ids) <= delivered(receiver), timeout=30, what="the delivery")
-
-
-def write_until_done(write: object) -> None:
-    """Call a breaker write until Redis takes it: the first after a failover may meet a
-    connection the old master dropped (BreakerStoreUnavailable), as a callback retry would."""
-
-    def attempt() -> bool:
-        try:
-            write()  # type: ignore[operator]
-        except BreakerStoreUnavailable:
-            return False
-        return True
-
-    wait_for(attempt, timeout=15, interval=0.1, what="a breaker write after the failover")
 
 
 def test_breakers_stay_open_through_a_failover_and_follow_changes_after_it(tmp_path: Path):

@@ -110,10 +110,6 @@ def test_a_cluster_url_puts_each_prefix_in_one_hash_slot_and_others_keep_their_n
     [
         ({"ROUTER_REDIS_WAIT_REPLICAS": "one"}, "expected a whole number >= 0"),
         ({"ROUTER_REDIS_WAIT_REPLICAS": "-1"}, "expected a whole number >= 0"),
-        (
-            {"ROUTER_REDIS_WAIT_REPLICAS": "1", "REDIS_URL": "redis+cluster://127.0.0.1:7000"},
-            "not supported with a redis\\+cluster",
-        ),
         ({"ROUTER_REDIS_WAIT_TIMEOUT": "soon"}, "ROUTER_REDIS_WAIT_TIMEOUT"),
     ],
 )
