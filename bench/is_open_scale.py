@@ -289,9 +289,13 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
             before = resyncing.stats()["resyncs"]
             row |= stall_fields("resync", longest_stall(resyncing, losing.run))
             row["resyncs"] = resyncing.stats()["resyncs"] - before
-            wait_for(lambda: not any(resyncing.is_open(NAME, code) for code in opened), 5)
+            wait_for(lambda r=resyncing: not any(r.is_open(NAME, code) for code in opened), 5)
         finally:
             resyncing.stop()
+        # Freed here, by this thread, rather than in whichever thread the next phase's
+        # allocations happen to run a collection in.
+        del resyncing
+        gc.collect()
 
         # A full resync, as after any reconnect: Redis drops the sync thread's connection.
         started = time.perf_counter()

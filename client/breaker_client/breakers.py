@@ -123,13 +123,17 @@ class Breakers(BreakerWriter):
         self._rng = rng
         self._sync = sync
         self._store = Store(client, self.keys, history_max=history_max)
-        self._snap = Snapshot(self._now_ms)
+        # The snapshot and the sync thread get a clock that does not hold `self`: with no
+        # reference cycle, a handle dropped with 100,000 breakers is freed at once, not by a
+        # later full collection that lasts as long as freeing them (tens of ms, in any thread).
+        now_ms = _ms_clock(clock)
+        self._snap = Snapshot(now_ms)
         self._syncer = Syncer(
             self._store,
             self._snap,
             resync_interval=resync_interval,
             idle_ttl=idle_ttl,
-            now_ms=self._now_ms,
+            now_ms=now_ms,
         )
         # `is_open` takes its fast path only once the snapshot is loaded and the sync thread
         # runs in this process; everything else (first use after a fork too) goes slow once.
@@ -387,6 +391,10 @@ class Breakers(BreakerWriter):
         # New sockets for the child; the parent's stay the parent's (redis-py never shuts
         # down a socket from another pid, it only drops its copy).
         reset_after_fork(self._store.client)
+
+
+def _ms_clock(clock: Callable[[], float]) -> Callable[[], int]:
+    return lambda: int(clock() * 1000)
 
 
 def _describe(state: BreakerState) -> str:
