@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.client_support import SECRET, signed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,8 @@ SERVICE = textwrap.dedent(
 )
 
 
+# pytest's 60 s default is for tests that need no package index; the pip runs are bounded.
+@pytest.mark.timeout(PIP_TIMEOUT_S + 120)
 def test_the_client_installed_alone_applies_a_callback(
     tmp_path: Path, redis_url: str, key_prefix: str
 ) -> None:
