@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import redis.cluster
 import redis.sentinel
+from breaker_client import Breakers
 from breaker_client.connect import (
     RedisUrlError,
     connect,
@@ -17,6 +18,7 @@ from router.app import create_app
 from router.config import Settings
 from router.errors import ConfigError
 from router.redis_conn import connect as router_connect
+from tests.conftest import free_port
 from tests.payloads import custom_payload
 from tests.support import INBOUND_TOKEN, router_env
 
@@ -138,3 +140,12 @@ def test_an_enqueue_no_replica_confirms_is_a_503_and_the_retry_is_not_lost(
     assert answer.headers["Retry-After"]
     # Stored anyway (at least once): the sender's retry finds it and is not a second delivery.
     assert redis.xlen(f"{key_prefix}:deliveries") == 1
+
+
+def test_a_client_starts_while_no_sentinel_answers_and_answers_per_fail_mode():
+    url = f"redis+sentinel://127.0.0.1:{free_port()}/mymaster"
+    with Breakers.from_url(url, fail_mode="deny", startup_wait=0.5) as breakers:
+        assert breakers.is_open("bank-charge", "0001")  # deny: nothing loaded yet
+        assert breakers.stats()["connected"] is False
+    with pytest.raises(redis.ConnectionError, match="REDIS_URL: no cluster node answered"):
+        Breakers.from_url(f"redis+cluster://127.0.0.1:{free_port()}", sync=False)
