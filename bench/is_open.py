@@ -3,10 +3,12 @@
 All in one run, each with `timeit` (best of --repeat runs of --loops calls; the Redis-backed
 ones with --redis-loops calls): a plain dict lookup (the baseline every ratio is against);
 `Breakers.is_open` for (a) a breaker never written, (b) a closed key of a name that has other
-keys open, (c) an open key, (d) a recovering key (ramp: reads the clock and the rng); a
-pybreaker `CircuitBreaker.call(noop)` with memory storage and with `CircuitRedisStorage` on
-the real Redis; and one raw redis-py GET. Keys live under a unique `bench-<hex>` prefix and
-are deleted at the end. Prints figures; asserts nothing beyond the answers being right.
+keys open, (c) an open key, (d) a recovering key (ramp: reads the clock and the rng), and in
+shadow mode (e) an open key (the call is let through and counted) and (f) a closed key of a
+shadowed name; a pybreaker `CircuitBreaker.call(noop)` with memory storage and with
+`CircuitRedisStorage` on the real Redis; and one raw redis-py GET. Keys live under a unique
+`bench-<hex>` prefix and are deleted at the end. Prints figures; asserts nothing beyond the
+answers being right.
 
     .venv/bin/python bench/is_open.py [--quick] [--loops 200000] [--redis-loops 2000] [--repeat 5]
 
@@ -80,6 +82,13 @@ def main() -> None:
         assert not is_open("bench-never-written", "0001")
         assert not is_open(NAME, "0001")
         assert is_open(NAME, "0002")
+        shadowed = f"{NAME}-shadow"
+        # A client from before shadow mode (bench/is_open_before_after.py) skips (e) and (f).
+        has_shadow = hasattr(breakers, "set_shadow")
+        if has_shadow:
+            breakers.set_shadow(shadowed, on=True, by="bench")
+            breakers.open(shadowed, "0002", reason="bench: open key in shadow mode")
+            assert not is_open(shadowed, "0002") and not is_open(shadowed, "0001")
 
         lookup: dict[str, dict[str, bool]] = {"other-breaker": {"0001": True}}
 
@@ -92,6 +101,7 @@ def main() -> None:
             "d": lookup,
             "is_open": is_open,
             "name": NAME,
+            "shadowed": shadowed,
             "memory_cb": memory_cb,
             "redis_cb": redis_cb,
             "noop": noop,
@@ -109,6 +119,11 @@ def main() -> None:
             ("pybreaker call(noop), Redis storage, closed", "redis_cb.call(noop)", redis_loops),
             ("redis-py GET of one key", "get(raw_key)", redis_loops),
         ]
+        if has_shadow:
+            cases += [
+                ("is_open (e) shadow mode: open key, counted", "is_open(shadowed, '0002')", loops),
+                ("is_open (f) shadow mode: closed key", "is_open(shadowed, '0001')", loops),
+            ]
         empty = measure("empty statement", "pass", {}, loops, args.repeat)
         figures = [measure(label, stmt, names, n, args.repeat) for label, stmt, n in cases]
         print(environment_line(raw))

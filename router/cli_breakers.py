@@ -1,13 +1,15 @@
-"""`router breakers …`: see the breakers services use, and override them by hand."""
+"""`router breakers …`: see the breakers services use, override them by hand, shadow them."""
 
 from __future__ import annotations
 
 import getpass
 import os
+import time
 
 import click
 from breaker_client import Breakers, BreakerState
 
+from router.breaker_report import BreakerReport, build_report, span
 from router.cli_output import emit_json, when
 from router.config import parse_duration
 from router.errors import ConfigError
@@ -48,9 +50,26 @@ prefix_option = click.option(
 )
 
 
+def _operator() -> str:
+    return os.environ.get("ROUTER_OPERATOR") or getpass.getuser()
+
+
+def _shadowed(state: BreakerState, names_shadowed: set[str]) -> bool:
+    """In shadow mode itself, or through its name's keyless breaker."""
+    return state.shadow or state.name in names_shadowed
+
+
+def _shadow_column(in_shadow: bool, refusals: int) -> str:
+    if in_shadow:
+        return f"shadow mode: {refusals:,} calls let through it would have refused"
+    if refusals:
+        return f"was in shadow mode: {refusals:,} calls let through it would have refused"
+    return ""
+
+
 @click.group()
 def breakers() -> None:
-    """List breakers, see their history, and open or close them by hand."""
+    """List breakers, see their history, open or close them by hand, or shadow them."""
 
 
 @breakers.command("list")
@@ -58,10 +77,22 @@ def breakers() -> None:
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_breakers(redis_url: str | None, prefix: str, as_json: bool) -> None:
-    """Every breaker with its state, reason and source."""
-    states = _open_breakers(redis_url, prefix).list()
+    """Every breaker with its state, reason and source, and what shadow mode let through."""
+    client = _open_breakers(redis_url, prefix)
+    states = client.list()
+    counts = client.shadow_counts((s.name, s.key) for s in states)
+    names_shadowed = {s.name for s in states if s.key is None and s.shadow}
     if as_json:
-        emit_json([s.to_dict() for s in states])
+        emit_json(
+            [
+                {
+                    **s.to_dict(),
+                    "in_shadow": _shadowed(s, names_shadowed),
+                    "shadow_refusals": counts.get((s.name, s.key), 0),
+                }
+                for s in states
+            ]
+        )
         return
     if not states:
         click.echo("No breakers yet: none has been written.")
@@ -70,6 +101,11 @@ def list_breakers(redis_url: str | None, prefix: str, as_json: bool) -> None:
         target = state.name if state.key is None else f"{state.name} {state.key}"
         click.echo(f"{target:<28} {_describe(state)}")
         click.echo(f"{'':<28} since {when(state.since_ms)}: {state.reason} [{state.source}]")
+        shadow = _shadow_column(
+            _shadowed(state, names_shadowed), counts.get((state.name, state.key), 0)
+        )
+        if shadow:
+            click.echo(f"{'':<28} {shadow}")
 
 
 @breakers.command()
@@ -110,7 +146,7 @@ def _override(
         expires_in = parse_duration(duration, name="--for") if duration else None
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    by = os.environ.get("ROUTER_OPERATOR") or getpass.getuser()
+    by = _operator()
     client = _open_breakers(redis_url, prefix)
     try:
         if action == "open":
@@ -164,3 +200,101 @@ def clear_breaker(
 ) -> None:
     """End a manual override: the breaker follows its monitor again."""
     _override("clear", name, key, reason, None, redis_url, prefix)
+
+
+@breakers.command("shadow")
+@click.argument("name")
+@click.argument("key", required=False)
+@click.option("--on/--off", "on", default=None, help="Put in shadow mode, or take out of it.")
+@click.option("--reason", default="", help="Why; shown in the history.")
+@redis_option
+@prefix_option
+def shadow_breaker(
+    name: str, key: str | None, on: bool | None, reason: str, redis_url: str | None, prefix: str
+) -> None:
+    """Shadow mode: the breaker follows its monitor, but services' `is_open` answers False and
+    counts each call it would have refused. Without KEY: every key of NAME too."""
+    if on is None:
+        raise click.UsageError("say --on (shadow mode) or --off (refuse calls again)")
+    client = _open_breakers(redis_url, prefix)
+    try:
+        client.set_shadow(name, key, on=on, by=_operator(), reason=reason)
+    except ValueError as exc:  # a malformed name or key
+        raise click.UsageError(str(exc)) from exc
+    target = name if key is None else f"{name} {key}"
+    scope = f" and every key of {name}" if key is None else ""
+    if on:
+        click.echo(
+            f"{target}{scope}: shadow mode on; is_open answers False and counts what it would "
+            f"refuse (`router breakers report {target}`)"
+        )
+    else:
+        click.echo(f"{target}{scope}: shadow mode off; it refuses calls while open")
+
+
+@breakers.command("report")
+@click.argument("name")
+@click.argument("key", required=False)
+@click.option("--since", "since", default="7d", show_default=True, help="How far back: 7d, 12h.")
+@redis_option
+@prefix_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report(
+    name: str, key: str | None, since: str, redis_url: str | None, prefix: str, as_json: bool
+) -> None:
+    """When NAME (every key of it, or KEY alone) would have been open since --since, for how
+    long, and how many calls it would have refused, by period."""
+    try:
+        window_s = parse_duration(since, name="--since")
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    client = _open_breakers(redis_url, prefix)
+    now_ms = int(time.time() * 1000)
+    since_ms = now_ms - int(window_s * 1000)
+    of_name = [s for s in client.list() if s.name == name]
+    names_shadowed = {s.name for s in of_name if s.key is None and s.shadow}
+    states = [s for s in of_name if key is None or s.key == key]
+    reports = [
+        build_report(
+            s.name,
+            s.key,
+            client.history(s.name, s.key, limit=HISTORY_READ),
+            client.shadow_timeline(s.name, s.key),
+            since_ms=since_ms,
+            now_ms=now_ms,
+            shadow=_shadowed(s, names_shadowed),
+        )
+        for s in states
+    ]
+    if as_json:
+        emit_json([r.to_dict() for r in reports])
+        return
+    target = name if key is None else f"{name} {key}"
+    if not reports:
+        click.echo(f"No breaker {target}: none has been written (or it was pruned).")
+        return
+    click.echo(f"{target} since {when(since_ms)} ({since}):")
+    for one in reports:
+        _print_report(one)
+
+
+# Every change a breaker keeps (`history_max`, 1000 by default, is far below it).
+HISTORY_READ = 100_000
+
+
+def _print_report(one: BreakerReport) -> None:
+    target = one.name if one.key is None else f"{one.name} {one.key}"
+    mode = "shadow mode" if one.shadow else "enforcing"
+    click.echo(
+        f"{target:<28} {mode}; {len(one.periods)} period(s) open, "
+        f"would have refused {one.refusals:,} calls"
+    )
+    for period in one.periods:
+        start = "before " + when(period.start_ms) if period.open_before else when(period.start_ms)
+        end = when(period.end_ms) if period.end_ms is not None else "ongoing"
+        click.echo(
+            f"{'':<4}{start} -> {end:<20} {span(period.duration_ms(one.now_ms)):>8}   "
+            f"{period.refusals:>9,} calls"
+        )
+    if one.outside_periods:
+        click.echo(f"{'':<4}{one.outside_periods:,} calls in no period (an earlier one's tail)")

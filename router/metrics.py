@@ -8,11 +8,13 @@ counted once, under the smallest bound it fits, and the scrape makes the buckets
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import cast
 
 import redis
@@ -44,6 +46,8 @@ BREAKER_SCAN_PAGE = 1_000
 # What decides a breaker's state now (breaker_client.states): all a scrape reads of a record.
 # `updated_ms` is in every record: without it the record is gone (pruned since the scan).
 STATE_FIELDS = ("state", "since_ms", "ramp_ms", "forced", "forced_until_ms", "updated_ms")
+# Whether a breaker is in shadow mode (the record) and what it let through (its shadow hash).
+SHADOW_FIELD = "shadow_since_ms"
 # After a failed write, a process stops writing metrics this long: a stalled Redis must not
 # add its connect timeout to every attempt and Datadog read (the work itself says it is down).
 WRITE_PAUSE_S = 30.0
@@ -176,11 +180,21 @@ def oldest_entry_ms(queue: DeliveryQueue) -> dict[str, int | None]:
     }
 
 
-def count_breakers(
-    client: redis.Redis, keys: BreakerKeys, at_ms: int
-) -> tuple[int, Counter[str], int]:
-    """(breakers in the index, counted breakers by effective state, how many are open)."""
-    indexed = int(client.scard(keys.index))
+@dataclass
+class BreakerCounts:
+    """What a scrape reads of the breakers (states of at most `MAX_BREAKERS_COUNTED`)."""
+
+    indexed: int = 0
+    states: Counter[str] = dataclasses.field(default_factory=Counter)
+    refusing: int = 0
+    shadowed: int = 0
+    # (name, key or "") -> calls shadow mode let through that the breaker would have refused.
+    shadow_refusals: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+
+
+def count_breakers(client: redis.Redis, keys: BreakerKeys, at_ms: int) -> BreakerCounts:
+    """The breakers in the index, counted by effective state, and their shadow counts."""
+    counts = BreakerCounts(indexed=int(client.scard(keys.index)))
     members: dict[str, None] = {}
     cursor = 0
     while True:
@@ -193,18 +207,21 @@ def count_breakers(
     chosen = list(members)[:MAX_BREAKERS_COUNTED]
     pipe = client.pipeline(transaction=False)
     for member in chosen:
-        pipe.hmget(keys.record(member), STATE_FIELDS)
-    states: Counter[str] = Counter()
-    refusing = 0
-    for member, values in zip(chosen, cast(list[list[str | None]], pipe.execute()), strict=True):
-        fields = {name: v for name, v in zip(STATE_FIELDS, values, strict=True) if v is not None}
+        pipe.hmget(keys.record(member), (*STATE_FIELDS, SHADOW_FIELD))
+        pipe.hget(keys.shadow(member), "total")
+    replies = pipe.execute()
+    for member, values, total in zip(chosen, replies[::2], replies[1::2], strict=True):
+        fields = {name: v for name, v in zip(STATE_FIELDS, values, strict=False) if v is not None}
         if not fields:
             continue  # pruned between the scan and the read
         # The record's other fields (reasons, history) do not change its state: not read.
         state = breaker_state(Record.from_hash(member, fields), at_ms)
-        states[state.state] += 1
-        refusing += state.open
-    return indexed, states, refusing
+        counts.states[state.state] += 1
+        counts.refusing += state.open
+        counts.shadowed += values[-1] is not None
+        if total:
+            counts.shadow_refusals[(state.name, state.key or "")] = int(total)
+    return counts
 
 
 def _labelled(fields: dict[str, str], parts: int) -> Iterator[tuple[list[str], float]]:
@@ -358,23 +375,37 @@ class QueueCollector(Collector):
         yield from families.values()
 
     def _breakers(self, keys: BreakerKeys, now: int) -> Iterator[Metric]:
-        indexed, states, refusing = count_breakers(self.queue.redis, keys, now)
+        counts = count_breakers(self.queue.redis, keys, now)
         yield GaugeMetricFamily(
             f"{PREFIX}_breakers_open",
             "Breakers refusing calls now (open or forced open), in the router's Redis.",
-            value=refusing,
+            value=counts.refusing,
         )
         by_state = GaugeMetricFamily(
             f"{PREFIX}_breakers", "Breakers by effective state.", labels=["state"]
         )
-        for state, count in sorted(states.items()):
+        for state, count in sorted(counts.states.items()):
             by_state.add_metric([state], count)
         yield by_state
         yield GaugeMetricFamily(
             f"{PREFIX}_breakers_indexed",
             f"Breakers in the index; states are counted for at most {MAX_BREAKERS_COUNTED}.",
-            value=indexed,
+            value=counts.indexed,
         )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_breakers_shadow",
+            "Breakers in shadow mode (a keyless one covers every key of its name).",
+            value=counts.shadowed,
+        )
+        refusals = CounterMetricFamily(
+            f"{PREFIX}_breaker_shadow_refusals",
+            "Calls shadow mode let through that the breaker would have refused, by breaker and "
+            "key ('' for the keyless breaker); written by services every few seconds.",
+            labels=["breaker", "key"],
+        )
+        for (name, key), total in sorted(counts.shadow_refusals.items()):
+            refusals.add_metric([name, key], total)
+        yield refusals
 
 
 def render(queue: DeliveryQueue, breakers: BreakerKeys | None = None) -> bytes:

@@ -280,6 +280,33 @@ def test_breakers_open_are_counted_from_the_breakers_redis(redis_url, key_prefix
         breakers.stop()
 
 
+def test_shadow_breakers_and_the_calls_they_let_through(redis_url, key_prefix, client):
+    breakers = Breakers.from_url(redis_url, prefix=f"{key_prefix}:brk", sync=False)
+    breakers.refresh()
+    try:
+        breakers.set_shadow("bank-charge", on=True, by="alice")
+        breakers.open("bank-charge", "0001", reason="alert")
+        breakers.open("bank-charge", reason="vendor down")
+        breakers.open("ledger", reason="alert")  # enforcing: refusals are not counted
+        assert [breakers.is_open("bank-charge", "0001") for _ in range(3)] == [False] * 3
+        assert breakers.is_open("ledger")
+        breakers.flush_shadow()
+        samples = scrape(client)
+        assert value(samples, "breaker_router_breakers_shadow") == 1
+        refusals = "breaker_router_breaker_shadow_refusals_total"
+        assert value(samples, refusals, breaker="bank-charge", key="0001") == 3
+        assert value(samples, refusals, breaker="bank-charge", key="") == 3  # the vendor's too
+        assert value(samples, refusals, breaker="ledger", key="") == 0
+        # Still open, but no longer shadowed: counted as refusing, and the counter stays.
+        breakers.set_shadow("bank-charge", on=False, by="alice")
+        samples = scrape(client)
+        assert value(samples, "breaker_router_breakers_shadow") == 0
+        assert value(samples, refusals, breaker="bank-charge", key="0001") == 3
+        assert value(samples, "breaker_router_breakers_open") == 3
+    finally:
+        breakers.stop()
+
+
 def test_metrics_with_redis_down_answer_redis_up_0_and_writes_never_fail_the_work(
     key_prefix, caplog
 ):

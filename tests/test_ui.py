@@ -147,6 +147,16 @@ def test_force_open_goes_into_the_breaker_history_with_the_stated_name(client, r
     assert breakers_for(redis, key_prefix).state("bank-charge", "0001").state == "closed"
 
 
+def test_the_breaker_page_says_it_is_in_shadow_mode(client, redis, key_prefix):
+    breakers = breakers_for(redis, key_prefix)
+    breakers.set_shadow("bank-charge", on=True, by="Alice <tuning>")
+    breakers.open("bank-charge", reason="alert")
+    page = client.get("/ui/breakers/bank-charge").get_data(as_text=True)
+    assert "Shadow mode" in page and "Alice &lt;tuning&gt;" in page
+    assert "every key of bank-charge too" in page
+    assert "Shadow mode" not in client.get("/ui/breakers/ledger").get_data(as_text=True)
+
+
 def test_a_bad_override_duration_is_refused_naming_it(client):
     sign_in(client)
     form = {"csrf": csrf_of(client), "action": "open", "reason": "r", "for": "soon"}

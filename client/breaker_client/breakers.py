@@ -18,7 +18,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -37,16 +37,20 @@ from breaker_client.connect import (
 from breaker_client.errors import BreakerOpen
 from breaker_client.keys import DEFAULT_BREAKER_PREFIX, BreakerKeys
 from breaker_client.model import BreakerState, HistoryEntry, Record
+from breaker_client.shadow import DEFAULT_SHADOW_FLUSH_S, ShadowTally
 from breaker_client.states import (
     AFTER,
     ROW,
+    SHADOW,
     SHARE0,
     SLOPE,
     STATIC,
     UNTIL,
+    Entry,
     breaker_state,
     denies,
     effective_state,
+    shadow_lets,
     timed_denies,
 )
 from breaker_client.store import DEFAULT_HISTORY_MAX, Store
@@ -101,6 +105,7 @@ class Breakers(BreakerWriter):
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         sync: bool = True,
+        shadow_flush_interval: float = DEFAULT_SHADOW_FLUSH_S,
     ) -> None:
         """Use `client` (made with `decode_responses=True`); `sync=False` makes a write-only handle.
 
@@ -108,6 +113,8 @@ class Breakers(BreakerWriter):
         window is stored with each recovery, so every process ramps the same way. The sync
         thread prunes breakers closed and unwritten for `idle_ttl` seconds after each periodic
         resync (None: this process never prunes; the shortest setting in a fleet wins).
+        Would-be refusals of breakers in shadow mode are written every
+        `shadow_flush_interval` seconds.
         """
         if not decodes_responses(client):
             raise ValueError("Breakers needs a Redis client made with decode_responses=True")
@@ -135,6 +142,8 @@ class Breakers(BreakerWriter):
             idle_ttl=idle_ttl,
             now_ms=now_ms,
         )
+        # Calls breakers in shadow mode let through; a thread writes them every interval.
+        self._shadow = ShadowTally(self._store, interval=shadow_flush_interval)
         # `is_open` takes its fast path only once the snapshot is loaded and the sync thread
         # runs in this process; everything else (first use after a fork too) goes slow once.
         self._fast = False
@@ -202,23 +211,33 @@ class Breakers(BreakerWriter):
         by_key = self._snap.hot.get(name)
         if by_key is None:
             return False
-        # Inlined (no helper call): an entry is True (refuse) or a timed rule, see `Entry`.
+        # Inlined (no helper call): an entry is True (refuse) or a timed rule, see `Entry`. A
+        # refusal of an entry in shadow mode (or of a name whose keyless one is) is counted
+        # and let through by `_shadow_lets`; the key's then still leaves the keyless to answer.
         if key is not None:
             entry = by_key.get(key)
             if entry is not None:
                 static = entry[STATIC]
                 if static:
-                    return True
-                if static is False:  # a ramp: no end check needed (see `Entry`)
-                    if self._rng() >= entry[SHARE0] + entry[SLOPE] * self._clock():
+                    if not (entry[SHADOW] or None in by_key) or not self._shadow_lets(
+                        by_key, name, key, entry
+                    ):
                         return True
                 else:
-                    now = self._clock()
-                    if now < entry[UNTIL]:
-                        if self._rng() >= entry[SHARE0] + entry[SLOPE] * now:
-                            return True
-                    elif entry[AFTER] or (
-                        entry[AFTER] is None and timed_denies(entry, now, self._rng)
+                    if static is False:  # a ramp: no end check needed (see `Entry`)
+                        refuses = self._rng() >= entry[SHARE0] + entry[SLOPE] * self._clock()
+                    else:
+                        now = self._clock()
+                        if now < entry[UNTIL]:
+                            refuses = self._rng() >= entry[SHARE0] + entry[SLOPE] * now
+                        else:
+                            refuses = bool(
+                                entry[AFTER]
+                                or (entry[AFTER] is None and timed_denies(entry, now, self._rng))
+                            )
+                    if refuses and (
+                        not (entry[SHADOW] or None in by_key)
+                        or not self._shadow_lets(by_key, name, key, entry)
                     ):
                         return True
         entry = by_key.get(None)
@@ -226,16 +245,33 @@ class Breakers(BreakerWriter):
             return False
         static = entry[STATIC]
         if static:
-            return True
+            return not entry[SHADOW] or not self._shadow_lets(by_key, name, None, entry)
         if static is False:
-            return self._rng() >= entry[SHARE0] + entry[SLOPE] * self._clock()
-        now = self._clock()
-        if now < entry[UNTIL]:
-            return self._rng() >= entry[SHARE0] + entry[SLOPE] * now
-        return entry[AFTER] or (entry[AFTER] is None and timed_denies(entry, now, self._rng))
+            refuses = self._rng() >= entry[SHARE0] + entry[SLOPE] * self._clock()
+        else:
+            now = self._clock()
+            if now < entry[UNTIL]:
+                refuses = self._rng() >= entry[SHARE0] + entry[SLOPE] * now
+            else:
+                refuses = bool(
+                    entry[AFTER] or (entry[AFTER] is None and timed_denies(entry, now, self._rng))
+                )
+        return refuses and (not entry[SHADOW] or not self._shadow_lets(by_key, name, None, entry))
+
+    def _shadow_lets(
+        self, by_key: dict[str | None, Entry], name: str, which: str | None, entry: Entry
+    ) -> bool:
+        """`entry` refuses this call: unless shadow mode lets it through (and counts it)."""
+        now_ms = self._now_ms()
+        if not shadow_lets(entry, by_key.get(None), now_ms):
+            return False
+        self._shadow.add(name, which, now_ms)
+        return True
 
     def check(self, name: str, key: str | None = None) -> None:
-        """Raise `BreakerOpen` (naming breaker, state, reason, since) if a call must not be made."""
+        """Raise `BreakerOpen` (naming breaker, state, reason, since) if a call must not be made.
+
+        Answers as `is_open` does: a breaker in shadow mode counts the call and lets it through."""
         if not self._ensure_ready():
             if self._fail_mode_answer():
                 raise BreakerOpen(
@@ -255,6 +291,8 @@ class Breakers(BreakerWriter):
             if entry is None:
                 continue
             if entry[STATIC] or denies(entry, self._clock(), self._rng):
+                if self._shadow_lets(by_key, name, which, entry):
+                    continue
                 state = breaker_state(Record(*entry[ROW]), self._now_ms())
                 raise BreakerOpen(
                     name,
@@ -318,6 +356,24 @@ class Breakers(BreakerWriter):
         check_target(name, key)
         return self._store.history(name, key, limit)
 
+    def shadow_counts(
+        self, targets: Iterable[tuple[str, str | None]]
+    ) -> dict[tuple[str, str | None], int]:
+        """Calls each breaker let through in shadow mode that it would have refused, as Redis
+        holds them (every process's, written every `shadow_flush_interval`); zero left out."""
+        members = {self.keys.member(name, key): (name, key) for name, key in targets}
+        totals = self._store.shadow_totals(list(members))
+        return {members[member]: total for member, total in totals.items()}
+
+    def shadow_timeline(self, name: str, key: str | None = None) -> dict[int, int]:
+        """One breaker's would-be refusals by minute (its start in Unix ms), oldest first."""
+        check_target(name, key)
+        return dict(sorted(self._store.shadow_buckets(self.keys.member(name, key)).items()))
+
+    def flush_shadow(self) -> int:
+        """Write this process's would-be refusals to Redis now; returns how many calls."""
+        return self._shadow.flush()
+
     def delivery_seen(self, webhook_id: str) -> bool:
         """Whether a callback delivery with this `webhook-id` was already handled."""
         return self._store.delivery_seen(webhook_id)
@@ -348,6 +404,9 @@ class Breakers(BreakerWriter):
             "pruned": self._syncer.pruned,
             "fail_mode": self.fail_mode,
             "fail_mode_answers": self.fail_mode_answers,
+            "shadow_refusals": self._shadow.counted,
+            "shadow_unflushed": self._shadow.pending(),
+            "shadow_flush_errors": self._shadow.flush_errors,
         }
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -375,6 +434,7 @@ class Breakers(BreakerWriter):
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the sync thread and close connections; `is_open` keeps the last snapshot."""
         self._syncer.stop(timeout)
+        self._shadow.stop(timeout)
         self._store.client.close()
 
     def __enter__(self) -> Breakers:
@@ -388,6 +448,7 @@ class Breakers(BreakerWriter):
         self._fail_lock = threading.Lock()
         self._snap.after_fork()
         self._syncer.after_fork()
+        self._shadow.after_fork()
         # New sockets for the child; the parent's stay the parent's (redis-py never shuts
         # down a socket from another pid, it only drops its copy).
         reset_after_fork(self._store.client)

@@ -50,7 +50,12 @@ class BreakerKeys:
 
     def member_keys(self, member: str) -> tuple[str, ...]:
         """Every key that belongs to one breaker; pruning a breaker deletes exactly these."""
-        return (self.record(member), self.history(member), self.groups(member))
+        return (
+            self.record(member),
+            self.history(member),
+            self.groups(member),
+            self.shadow(member),
+        )
 
     def record(self, member: str) -> str:
         """Hash holding one breaker's state, override and version (see breaker_client.store)."""
@@ -63,6 +68,15 @@ class BreakerKeys:
     def groups(self, member: str) -> str:
         """Hash of monitor group -> `<version> <status>`: what drives a keyless breaker."""
         return f"{self.prefix}:groups:{member}"
+
+    def shadow(self, member: str) -> str:
+        """Hash of calls a breaker in shadow mode let through that it would have refused:
+        `total`, and `<minute's start in Unix ms>` -> that minute's count."""
+        return f"{self.prefix}:shadow:{member}"
+
+    @property
+    def shadow_prefix(self) -> str:
+        return self.shadow("")
 
     def delivery_seen(self, webhook_id: str) -> str:
         """Marker (with a TTL) that a callback delivery was already handled."""

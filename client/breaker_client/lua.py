@@ -159,6 +159,20 @@ local function apply(c, a)
       redis.call('HDEL', c.rec, unpack(OVERRIDE_FIELDS))
       changed = true
     end
+  elseif a.action == 'shadow_on' or a.action == 'shadow_off' then
+    -- Shadow mode only changes what `is_open` answers, never the state: old == new.
+    by = a.by
+    source = 'person:' .. by
+    local shadowed = (h['shadow_since_ms'] or '') ~= ''
+    if a.action == 'shadow_on' and not shadowed then
+      h['shadow_since_ms'], h['shadow_by'] = a.now_s, by
+      for _, f in ipairs({'shadow_since_ms', a.now_s, 'shadow_by', by}) do set[#set + 1] = f end
+      changed = true
+    elseif a.action == 'shadow_off' and shadowed then
+      h['shadow_since_ms'], h['shadow_by'] = nil, nil
+      redis.call('HDEL', c.rec, 'shadow_since_ms', 'shadow_by')
+      changed = true
+    end
   else
     return redis.error_reply('unknown breaker action ' .. tostring(a.action))
   end
@@ -209,9 +223,10 @@ return apply(c, a)
 # ARGV: cutoff_ms, now_ms, batch, channel, then the prefix of every per-breaker key (the
 #       record's first; `BreakerKeys.member_keys`).
 # Looks at up to `batch` breakers whose last write is at or before `cutoff_ms`. One that reads
-# closed with no override in force now is deleted (every per-breaker key, its index entry)
+# closed with no override in force and not in shadow mode (a person's setting, which a
+# prune must not undo) is deleted now (every per-breaker key, its index entry)
 # and leaves a tombstone: a new revision in `revisions`, so a resync drops it too, and its
-# member on the channel. One still open or held by a person is looked at again one idle time
+# member on the channel. One still open or set by a person is looked at again one idle time
 # later. A tombstone is tidied once it is itself that old. Check and delete are one script,
 # so a write is either before the prune (and the breaker is not idle) or after it (and
 # recreates the breaker with a higher revision): never lost.
@@ -235,7 +250,8 @@ for _, member in ipairs(candidates) do
   elseif updated ~= nil and updated > tonumber(cutoff) then
     -- Written since by something that did not note it here: its age is the record's.
     redis.call('ZADD', written, h['updated_ms'], member)
-  elseif not override_active(h, now) and monitor_state(h, now) == 'closed' then
+  elseif not override_active(h, now) and monitor_state(h, now) == 'closed'
+      and (h['shadow_since_ms'] or '') == '' then
     local rev = next_revision(index, h)
     for i = 5, #ARGV do redis.call('DEL', ARGV[i] .. member) end
     redis.call('SREM', index, member)
@@ -405,4 +421,34 @@ for i = 1, n do
   end
 end
 return out
+"""
+
+# KEYS: index.
+# ARGV: record key prefix, shadow key prefix, max buckets, n, then n triples of
+#       (member, bucket start ms, count).
+# Adds would-be refusals to each breaker's shadow hash: `total` and the minute's bucket. A
+# breaker with no record (pruned meanwhile) gets none: its hash would outlive it. Past
+# `max buckets` (plus a slack, so the trim runs rarely) the oldest buckets are dropped.
+SHADOW_COUNT = r"""
+local rec_prefix, shadow_prefix, max_buckets = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+for i = 0, n - 1 do
+  local member, bucket, count = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  if redis.call('EXISTS', rec_prefix .. member) == 1 then
+    local k = shadow_prefix .. member
+    redis.call('HINCRBY', k, 'total', count)
+    redis.call('HINCRBY', k, bucket, count)
+    if redis.call('HLEN', k) > max_buckets + 100 then
+      local buckets = {}
+      for _, f in ipairs(redis.call('HKEYS', k)) do
+        if f ~= 'total' then buckets[#buckets + 1] = tonumber(f) end
+      end
+      table.sort(buckets)
+      for j = 1, #buckets - max_buckets do
+        redis.call('HDEL', k, string.format('%d', buckets[j]))
+      end
+    end
+  end
+end
+return n
 """

@@ -31,13 +31,14 @@ Outcome = Literal["changed", "unchanged", "stale"]
 # 100,000 breakers neither lengthen nor trigger the full collections that stall every thread.
 RecordRow = tuple[
     str, str | None, str, str, str, int | None, int | None, int, str | None, str, str,
-    int | None, int | None, int | None, int,
+    int | None, int | None, int | None, int, int | None, str,
 ]  # fmt: skip
 # Positions in a row of the fields read without building a `Record`.
 ROW_STATE: Final = 2
 ROW_FORCED: Final = 8
 ROW_UPDATED_MS: Final = 13
 ROW_REV: Final = 14
+ROW_SHADOW_SINCE_MS: Final = 15
 
 
 def row_from_hash(
@@ -64,6 +65,8 @@ def row_from_hash(
         _int(get("forced_until_ms")),
         _int(get("updated_ms")),
         _int(get("rev")) or 0,
+        _int(get("shadow_since_ms")),
+        text(get("shadow_by", "")),
     )
 
 
@@ -93,6 +96,9 @@ class Record:
     updated_ms: int | None = None
     # Bumped by every write: lets a process keep the newest copy when two updates race.
     rev: int = 0
+    # Shadow mode (set by a person): the breaker follows its monitor but lets calls through.
+    shadow_since_ms: int | None = None
+    shadow_by: str = ""
 
     @property
     def member(self) -> str:
@@ -119,6 +125,8 @@ class Record:
             self.forced_until_ms,
             self.updated_ms,
             self.rev,
+            self.shadow_since_ms,
+            self.shadow_by,
         )
 
     @classmethod
@@ -151,6 +159,11 @@ class BreakerState:
     ramp_share: float | None
     ramp_ends_at_ms: int | None
     updated_ms: int | None
+    # In shadow mode `is_open` lets every call through and counts those it would refuse
+    # (`shadow` on the keyless breaker covers every key of the name too).
+    shadow: bool = False
+    shadow_by: str | None = None
+    shadow_since_ms: int | None = None
 
     @property
     def open(self) -> bool:
@@ -195,7 +208,8 @@ class HistoryEntry:
     time_ms: int
     name: str
     key: str | None
-    # open, close, snapshot_open, snapshot_close, force_open, force_closed, clear, override_expired
+    # open, close, snapshot_open, snapshot_close, force_open, force_closed, clear,
+    # override_expired, shadow_on, shadow_off
     action: str
     old_state: str
     new_state: str

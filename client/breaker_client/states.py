@@ -13,6 +13,7 @@ from typing import Final
 
 from breaker_client.model import (
     ROW_FORCED,
+    ROW_SHADOW_SINCE_MS,
     ROW_STATE,
     BreakerState,
     MonitorState,
@@ -83,33 +84,54 @@ def breaker_state(record: Record, now_ms: int) -> BreakerState:
         ramp_share=share,
         ramp_ends_at_ms=ramp_ends,
         updated_ms=record.updated_ms,
+        shadow=record.shadow_since_ms is not None,
+        shadow_by=record.shadow_by or None,
+        shadow_since_ms=record.shadow_since_ms,
     )
 
 
 # A record compiled for `Breakers.is_open`, as a plain tuple (see `RecordRow` for why):
-# `(static, until, share0, slope, after, row)`. `static` True: every call is refused. False:
-# a recovery ramp, which refuses a call when `rng() >= share0 + slope * now` (its share is
-# linear in time, so one multiply-add) and needs no end check: the share reaches 1 at `until`
-# and only grows after it, so from then on no call is refused (the sync thread's sweep drops
-# the entry soon after). None: an override with an expiry (a share of -inf or +inf) before
-# `until` (Unix s); from `until` on, `after` answers (None: evaluate `row` afresh).
-Entry = tuple[bool | None, float, float, float, bool | None, RecordRow]  # see above
+# `(static, until, share0, slope, after, row, shadow)`. `static` True: every call is refused.
+# False: a recovery ramp, which refuses a call when `rng() >= share0 + slope * now` (its
+# share is linear in time, so one multiply-add) and needs no end check: the share reaches 1
+# at `until` and only grows after it, so from then on no call is refused (the sync thread's
+# sweep drops the entry soon after). None: an override with an expiry (a share of -inf or
+# +inf) before `until` (Unix s); from `until` on, `after` answers (None: evaluate `row`
+# afresh). `shadow`: the record is in shadow mode, so a refusal is first checked by
+# `shadow_lets`; False costs a refused call nothing more. A keyless record in shadow mode
+# always has an entry (a ramp that never refuses, while closed): it covers every key of its
+# name.
+Entry = tuple[bool | None, float, float, float, bool | None, RecordRow, bool]  # see above
 STATIC: Final = 0
 UNTIL: Final = 1
 SHARE0: Final = 2
 SLOPE: Final = 3
 AFTER: Final = 4
 ROW: Final = 5
+SHADOW: Final = 6
 
 
 def compile_entry(row: RecordRow, now_ms: int) -> Entry | None:
     """The hot-path entry for `row`, or None when it can never refuse a call from now on."""
-    if row[ROW_STATE] == "closed" and row[ROW_FORCED] is None:  # the common case, no Record
+    shadow = row[ROW_SHADOW_SINCE_MS] is not None
+    if row[ROW_STATE] == "closed" and row[ROW_FORCED] is None and not shadow:  # the common case
         return None
-    return _compile(Record(*row), row, now_ms)
+    timed = _compile(Record(*row), row, now_ms)
+    if timed is None:
+        # A keyless breaker in shadow mode marks its whole name even while it lets all through.
+        return (
+            (False, math.inf, math.inf, 0.0, False, row, True)
+            if shadow and row[1] is None
+            else None
+        )
+    return (*timed, shadow)
 
 
-def _compile(record: Record, row: RecordRow, now_ms: int) -> Entry | None:
+# `Entry` without its `shadow` flag: what the time-dependent rules alone decide.
+Timed = tuple[bool | None, float, float, float, bool | None, RecordRow]
+
+
+def _compile(record: Record, row: RecordRow, now_ms: int) -> Timed | None:
     if override_active(record, now_ms):
         if record.forced_until_ms is None:
             return (True, math.inf, 0.0, 0.0, True, row) if record.forced == "open" else None
@@ -125,6 +147,16 @@ def _compile(record: Record, row: RecordRow, now_ms: int) -> Entry | None:
         slope = (1.0 - RAMP_START_SHARE) / window
         return (False, start + window, RAMP_START_SHARE - slope * start, slope, False, row)
     return None
+
+
+def shadow_lets(entry: Entry, keyless: Entry | None, now_ms: int) -> bool:
+    """Whether shadow mode lets through a call that `entry` refuses: the breaker or its
+    keyless breaker is in shadow mode, and no person holds this breaker forced open (an
+    override is a decision about the vendor, not a monitor still being tuned)."""
+    if not entry[SHADOW] and (keyless is None or not keyless[SHADOW]):
+        return False
+    row = entry[ROW]
+    return not (row[ROW_FORCED] == "open" and override_active(Record(*row), now_ms))
 
 
 def timed_denies(entry: Entry, now: float, rng: Callable[[], float]) -> bool:

@@ -17,6 +17,9 @@ Data layout (`BreakerKeys`, default prefix `breakers`; a *member* is `<name>` or
 - `<prefix>:written`  sorted set, member -> ms of its last write: what a prune looks at.
 - `<prefix>:changes`  pub/sub channel; each change publishes its member as plain text.
 - `<prefix>:seen:<webhook-id>`  marker with a TTL: this callback delivery was handled.
+- `<prefix>:shadow:<member>`  hash, calls a breaker in shadow mode (record fields
+  `shadow_since_ms`, `shadow_by`) let through that it would have refused: `total`, and one
+  field per minute (`<start ms>` -> count), the newest `MAX_SHADOW_BUCKETS` of them.
 
 Every Redis failure leaves this module as `BreakerStoreUnavailable`.
 """
@@ -32,7 +35,7 @@ import redis
 
 from breaker_client.errors import BreakerStoreUnavailable
 from breaker_client.keys import BreakerKeys
-from breaker_client.lua import GROUPS, PRUNE, READ, SNAPSHOT, WRITE
+from breaker_client.lua import GROUPS, PRUNE, READ, SHADOW_COUNT, SNAPSHOT, WRITE
 from breaker_client.model import (
     HistoryEntry,
     Outcome,
@@ -45,11 +48,14 @@ from breaker_client.model import (
 
 # Enough to read back weeks of flapping for one breaker while bounding memory per breaker.
 DEFAULT_HISTORY_MAX = 1000
+# Minute buckets of would-be refusals kept per breaker in shadow mode: 31 days while refusing
+# all the time, so a report over the last month always has them.
+MAX_SHADOW_BUCKETS = 31 * 24 * 60
 # Breakers a prune script looks at in one call: keeps each call well under a millisecond of
 # Redis time, so a large prune never blocks other clients for long.
 PRUNE_BATCH = 200
 
-Action = Literal["open", "close", "force_open", "force_closed", "clear"]
+Action = Literal["open", "close", "force_open", "force_closed", "clear", "shadow_on", "shadow_off"]
 # How a group entry is asserted: by its own notification, by a monitor read, or only seen.
 GroupAuthority = Literal["event", "read", "seen"]
 
@@ -81,6 +87,7 @@ class Store:
         self._groups = client.register_script(GROUPS)
         self._prune = client.register_script(PRUNE)
         self._read = client.register_script(READ)
+        self._shadow_count = client.register_script(SHADOW_COUNT)
 
     def write(
         self,
@@ -203,6 +210,30 @@ class Store:
         return int(examined), [
             (member, int(rev)) for member, rev in zip(pruned[::2], pruned[1::2], strict=True)
         ]
+
+    def add_shadow(self, counts: Sequence[tuple[str, int, int]]) -> None:
+        """Add `(member, minute start ms, calls)` to the breakers' shadow counts, atomically."""
+        args = [self.keys.record_prefix, self.keys.shadow_prefix, str(MAX_SHADOW_BUCKETS)]
+        args.append(str(len(counts)))
+        for member, bucket_ms, calls in counts:
+            args += [member, str(bucket_ms), str(calls)]
+        with translate_errors("write shadow counts"):
+            self._shadow_count(keys=[self.keys.index], args=args)
+
+    def shadow_totals(self, members: Sequence[str]) -> dict[str, int]:
+        """Each member's total of would-be refusals (members with none are left out)."""
+        with translate_errors("read shadow counts"):
+            pipe = self.client.pipeline(transaction=False)
+            for member in members:
+                pipe.hget(self.keys.shadow(member), "total")
+            replies = cast(list[str | None], pipe.execute())
+        return {m: int(total) for m, total in zip(members, replies, strict=True) if total}
+
+    def shadow_buckets(self, member: str) -> dict[int, int]:
+        """Would-be refusals of one breaker by minute (start in Unix ms)."""
+        with translate_errors(f"read the shadow counts of breaker {member}"):
+            fields = cast(dict[str, str], self.client.hgetall(self.keys.shadow(member)))
+        return {int(f): int(n) for f, n in fields.items() if f != "total"}
 
     def read(self, name: str, key: str | None) -> Record | None:
         member = self.keys.member(name, key)

@@ -211,6 +211,22 @@ class BreakerWriter:
             self._store.write(name, key, "clear", now_ms=self._now_ms(), reason=reason, by=by)
         )
 
+    def set_shadow(
+        self, name: str, key: str | None = None, *, on: bool, by: str, reason: str = ""
+    ) -> WriteResult:
+        """Put a breaker in shadow mode (`on=True`) or take it out. In shadow mode it follows
+        its monitor as usual, but `is_open` answers False and counts each call it would have
+        refused; on the keyless breaker it covers every key of `name`. A person's forced
+        open still refuses. Recorded in the history as `shadow_on` / `shadow_off`."""
+        check_target(name, key)
+        if not by:
+            raise ValueError("shadow mode needs `by`: who is setting it")
+        action: Action = "shadow_on" if on else "shadow_off"
+        reason = reason or ("shadow mode on" if on else "shadow mode off")
+        return self._apply(
+            self._store.write(name, key, action, now_ms=self._now_ms(), reason=reason, by=by)
+        )
+
     def _force(
         self,
         name: str,
