@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+import breaker_client.store
 import pytest
 import redis as redis_lib
 from breaker_client import BreakerOpen, Breakers, CallbackEndpoint, apply_callback
@@ -218,3 +219,22 @@ def test_a_forked_child_counts_its_own_calls_only(make_breakers: MakeBreakers) -
 
 def calls_let_through(b: Breakers, n: int) -> int:
     return sum(not b.is_open("bank-charge", "0001") for _ in range(n))
+
+
+def test_a_breaker_keeps_only_its_newest_minutes_of_counts(
+    make_breakers: MakeBreakers, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(breaker_client.store, "MAX_SHADOW_BUCKETS", 5)
+    b = writer(make_breakers)
+    b.set_shadow("bank-charge", "0001", on=True, by="alice")
+    b.open("bank-charge", "0001", reason="alert")
+    minutes = []
+    # One call and one flush a minute: when the hash passes the limit plus a slack of 100
+    # fields (`total` is one), it keeps the newest `MAX_SHADOW_BUCKETS` minutes.
+    for _ in range(105):
+        assert not b.is_open("bank-charge", "0001")
+        b.flush_shadow()
+        minutes.append(int(clock.now * 1000) - int(clock.now * 1000) % MINUTE_MS)
+        clock.advance(60)
+    assert sorted(b.shadow_timeline("bank-charge", "0001")) == minutes[-5:]
+    assert b.shadow_counts([("bank-charge", "0001")]) == {("bank-charge", "0001"): 105}
