@@ -64,6 +64,8 @@ RESYNC_S = 0.05
 PAUSE_S = 0.02
 SETTLE_S = 0.3
 CHILD_TIMEOUT_S = 120.0
+# A full resync of 100,000 keys while another thread spins on the GIL takes tens of seconds.
+RESYNC_TIMEOUT_S = 600.0
 PHASES = {"idle": "idle", "change": "changes", "resync": "periodic resyncs", "full": "full resync"}
 
 Row = dict[str, float]
@@ -144,7 +146,7 @@ def reconnect(b: Breakers, client: redis.Redis) -> None:
     host, port = pubsub.connection._sock.getsockname()[:2]  # type: ignore[union-attr]
     before = b.stats()["resyncs"]
     client.client_kill_filter(_type="pubsub", addr=f"{host}:{port}")
-    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    deadline = time.monotonic() + RESYNC_TIMEOUT_S
     while b.stats()["resyncs"] == before or not b.stats()["connected"]:
         if time.monotonic() > deadline:
             raise SystemExit("bench: the sync thread did not resync after its connection dropped")
@@ -218,6 +220,9 @@ def longest_stall(breakers: Breakers, action: Callable[[], None]) -> Stall:
         os.close(fd)
         worst[:] = [longest, longest_gil]
 
+    # Start each phase with nothing pending for a full collection, so that one running during
+    # it was set off by the phase's own allocations, not by the bench's before it.
+    gc.collect()
     thread = threading.Thread(target=spin)
     gc.callbacks.append(on_gc)
     thread.start()
@@ -292,10 +297,7 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
             wait_for(lambda r=resyncing: not any(r.is_open(NAME, code) for code in opened), 5)
         finally:
             resyncing.stop()
-        # Freed here, by this thread, rather than in whichever thread the next phase's
-        # allocations happen to run a collection in.
-        del resyncing
-        gc.collect()
+        del resyncing  # freed here and now, not during the next phase
 
         # A full resync, as after any reconnect: Redis drops the sync thread's connection.
         started = time.perf_counter()
