@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 import redis
 
 from breaker_client.errors import BreakerStoreUnavailable
-from breaker_client.model import ROW_REV, Record, RecordRow
+from breaker_client.model import ROW_FORCED, ROW_REV, ROW_STATE, Record, RecordRow
 from breaker_client.states import STATIC, UNTIL, Entry, compile_entry
 from breaker_client.store import PRUNE_BATCH, Store
 
@@ -108,6 +108,17 @@ class Snapshot:
 
     def count(self) -> int:
         return sum(len(by_key) for by_key in list(self.records.values()))
+
+    def not_plainly_closed(self) -> list[Record]:
+        """Records that are not simply closed (a state other than closed, or an override),
+        built only for those: the rest are checked on their rows, without an object each."""
+        with self.lock:
+            rows = [row for by_key in self.records.values() for row in by_key.values()]
+        return [
+            Record(*row)
+            for row in rows
+            if row[ROW_STATE] != "closed" or row[ROW_FORCED] is not None
+        ]
 
     # -- a full resync: read everything without holding the lock, then swap ----------------
 
