@@ -15,6 +15,7 @@ than parsing the notification; see `bench/ingest_load.py` and docs/benchmarks.md
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -24,6 +25,10 @@ Result = TypeVar("Result")
 
 # More than a web process has threads: a batch is bounded by how many requests wait at once.
 MAX_BATCH = 100
+# Under concurrent load (the last call stored more than one), a leader waits this long at most
+# for as many requests as the last call had: those being parsed then join it instead of
+# making a call of their own. Alone, a request never waits.
+LINGER_S = 0.001
 
 
 class BatchWaitTimeout(Exception):
@@ -50,13 +55,17 @@ class Batcher(Generic[Item, Result]):
         *,
         wait_s: float,
         max_batch: int = MAX_BATCH,
+        linger_s: float = LINGER_S,
     ) -> None:
         self._store = store
         self._wait_s = wait_s
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._waiting: list[_Waiting[Item, Result]] = []
         self._leading = False
+        self._last_batch = 1
 
     def submit(self, item: Item) -> Result:
         """`item`'s result once its batch is stored; the batch's exception if that failed."""
@@ -65,6 +74,7 @@ class Batcher(Generic[Item, Result]):
             self._waiting.append(me)
             if not self._leading:
                 self._leading = me.leads = True
+            self._arrived.notify()
         while not me.done:
             if me.leads:
                 self._lead()
@@ -75,6 +85,17 @@ class Batcher(Generic[Item, Result]):
         if me.error is not None:
             raise me.error
         return me.result  # type: ignore[return-value]
+
+    def _linger(self) -> None:
+        """Under load, wait (bounded) for as many requests as the last call held; lock held."""
+        if self._last_batch <= 1 or self._linger_s <= 0:
+            return
+        deadline = time.monotonic() + self._linger_s
+        while len(self._waiting) < min(self._last_batch, self._max_batch):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._arrived.wait(left)
 
     def _give_up(self, me: _Waiting[Item, Result]) -> None:
         """Stop waiting for a batch that takes too long (its leader is stuck on Redis)."""
@@ -90,8 +111,10 @@ class Batcher(Generic[Item, Result]):
 
     def _lead(self) -> None:
         with self._lock:
+            self._linger()
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
+            self._last_batch = len(batch)
         try:
             results = self._store([waiting.item for waiting in batch])
             if len(results) != len(batch):

@@ -132,3 +132,39 @@ def test_alone_a_request_is_stored_at_once_in_a_batch_of_one():
     batcher: Batcher[int, int] = Batcher(store, wait_s=WAIT_S)
     assert [batcher.submit(n) for n in range(3)] == [0, 2, 4]
     assert calls == [[0], [1], [2]]
+
+
+def test_under_load_a_leader_waits_briefly_for_the_requests_still_on_their_way():
+    store = HeldStore()
+    batcher: Batcher[int, str] = Batcher(store, wait_s=WAIT_S, linger_s=1.0)
+    # A first call of one, then two that piled up behind it: the last call held two.
+    leader = threading.Thread(target=lambda: batcher.submit(0))
+    leader.start()
+    assert store.entered.wait(WAIT_S)
+    piled = [threading.Thread(target=batcher.submit, args=(n,)) for n in (1, 2)]
+    for thread in piled:
+        thread.start()
+    wait_for_waiting(batcher, 2)
+    store.release.set()
+    for thread in [leader, *piled]:
+        thread.join(WAIT_S)
+    # Now one request, and another 50 ms later: the leader waits for it, one call for both.
+    late = threading.Thread(target=lambda: (time.sleep(0.05), batcher.submit(4)))
+    late.start()
+    assert batcher.submit(3) == "stored 3"
+    late.join(WAIT_S)
+    assert store.batches == [[0], [1, 2], [3, 4]]
+
+
+def test_alone_a_leader_does_not_wait_for_company():
+    batcher: Batcher[int, int] = Batcher(lambda items: list(items), wait_s=WAIT_S, linger_s=5.0)
+    started = time.monotonic()
+    assert [batcher.submit(n) for n in range(3)] == [0, 1, 2]
+    assert time.monotonic() - started < 1.0
+
+
+def wait_for_waiting(batcher: Batcher[int, str], count: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while len(batcher._waiting) < count:
+        assert time.monotonic() < deadline, f"{count} submits never arrived"
+        time.sleep(0.001)
