@@ -240,7 +240,9 @@ def measure(
 def gunicorn_settings() -> str:
     worker = getattr(gunicorn_conf, "worker_class", "sync")
     threads = getattr(gunicorn_conf, "threads", 1)
-    return f"gunicorn {worker} worker class, {threads} thread(s) per worker, 2 workers"
+    described = f"gunicorn {worker} worker class, {threads} thread(s) per worker, 2 workers"
+    overrides = os.environ.get("GUNICORN_CMD_ARGS")
+    return f"{described} (overridden: GUNICORN_CMD_ARGS={overrides!r})" if overrides else described
 
 
 def main() -> None:
