@@ -25,7 +25,7 @@ from router.metrics import render as render_metrics
 from router.parsing.sns import CertificateUnavailable, SnsVerifier, fetch_certificate_https
 from router.queue import DeliveryQueue
 from router.reconcile import RECONCILE_STATUS_FIELDS, reconciler_health
-from router.redis_conn import connect
+from router.redis_conn import connect, missing_replicas
 from router.ui import init_dashboard
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,11 @@ def create_app(
                 list[str | None],
                 client.hmget(queue.keys.reconcile_status, list(RECONCILE_STATUS_FIELDS)),
             )
+            short = missing_replicas(client, queue.keys.stream, settings.redis_wait_replicas)
         except redis.RedisError as exc:
             return {"status": "unavailable", "checks": {"redis": f"unreachable: {exc}"}}, 503
+        if short:
+            return {"status": "unavailable", "checks": {"redis": short}}, 503
         # Ready means notifications are accepted; Datadog trouble only makes them partial and
         # a stale reconciler only delays repairs, so both are reported without failing it.
         status = {k: v for k, v in zip(RECONCILE_STATUS_FIELDS, reconcile, strict=True) if v}

@@ -92,3 +92,19 @@ def on_the_node_of(client: redis.Redis, key: str) -> Iterator[redis.Redis]:
     except _TOPOLOGY_CHANGED as exc:
         client.nodes_manager.initialize()
         raise redis.ConnectionError(f"the cluster moved {key!r} from {node.name}: {exc}") from exc
+
+
+def missing_replicas(client: redis.Redis, key: str, wanted: int) -> str | None:
+    """Why no enqueue can be confirmed now (fewer replicas of `key`'s master connected than
+    ROUTER_REDIS_WAIT_REPLICAS asks for), or None when enough are."""
+    if not wanted:
+        return None
+    with on_the_node_of(client, key) as node:
+        info = node.info("replication")
+    connected = int(info.get("connected_slaves", 0))
+    if connected >= wanted:
+        return None
+    return (
+        f"only {connected} replica(s) connected, ROUTER_REDIS_WAIT_REPLICAS needs {wanted}: "
+        "every enqueue answers 503"
+    )

@@ -164,6 +164,7 @@ def test_a_cluster_enqueue_waits_for_the_replica_of_its_own_shard(tmp_path: Path
         first = custom_payload(f"{receiver.url}/cb", event_id="7414400001")
         second = custom_payload(f"{receiver.url}/cb", event_id="7414400002")
         ids = send_until_accepted(client, first, [])
+        assert client.get("/readyz").status_code == 200
         master, replica = nodes.shard_of(RouterKeys(f"{{{prefix}}}").stream)[:2]
         os.kill(nodes.servers[replica].pid, signal.SIGSTOP)
         try:
@@ -171,6 +172,7 @@ def test_a_cluster_enqueue_waits_for_the_replica_of_its_own_shard(tmp_path: Path
             answer = client.post("/webhooks/datadog", json=second, headers=AUTH)
             assert answer.status_code == 503, answer.get_data(as_text=True)
             assert "0 of 1 replicas" in answer.get_json()["error"]
+            assert client.get("/readyz").status_code == 503  # the queue's master has none
         finally:
             os.kill(nodes.servers[replica].pid, signal.SIGCONT)
         ids += send_until_accepted(client, second, [])

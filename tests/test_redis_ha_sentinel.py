@@ -68,6 +68,7 @@ def test_a_sentinel_failover_mid_run_loses_no_acknowledged_notification(tmp_path
             ROUTER_CLAIM_IDLE="5s",
         )
         client = create_app(env).test_client()
+        assert client.get("/readyz").status_code == 200  # both replicas connected
         with process(router_command("worker"), env, log_path=tmp_path / "worker.log"):
             acknowledged: set[str] = set()
             refused: list[int] = []

@@ -140,6 +140,13 @@ def test_an_enqueue_no_replica_confirms_is_a_503_and_the_retry_is_not_lost(
     assert answer.headers["Retry-After"]
     # Stored anyway (at least once): the sender's retry finds it and is not a second delivery.
     assert redis.xlen(f"{key_prefix}:deliveries") == 1
+    # And /readyz says why before any sender tries: no replica is connected at all.
+    ready = app.test_client().get("/readyz")
+    assert ready.status_code == 503
+    assert (
+        "only 0 replica(s) connected, ROUTER_REDIS_WAIT_REPLICAS needs 1"
+        in (ready.get_json()["checks"]["redis"])
+    )
 
 
 def test_a_client_starts_while_no_sentinel_answers_and_answers_per_fail_mode():
