@@ -15,11 +15,12 @@ plus one key ramping through a real `close`. A `Breakers` with its sync thread l
   lost, repaired by a handle's periodic (incremental) resyncs every 50 ms, (d) one full
   resync, after Redis drops the sync thread's connection (what every reconnect does).
   Writers are other processes, as the router's callbacks are, so the only Python work
-  competing with the spinning thread is the client's own sync thread. Each stall is printed
-  twice: the longest gap, and the longest part of a gap the thread spent neither running
-  nor waiting for a CPU, that is waiting for the GIL (Linux's per-thread CPU time and
-  run-queue wait tell them apart): the first has the machine's noise in it, the second
-  is what the client's work costs the thread.
+  competing with the spinning thread is the client's own sync thread. Each phase prints:
+  the longest gap; the longest part of a gap the thread spent neither running nor waiting
+  for a CPU (Linux's per-thread CPU time and run-queue wait tell them apart), which is
+  waiting for the GIL, or for a virtual CPU the host did not run; the sync thread's longest
+  single step between two waits (its CPU time: an upper bound on how long the client
+  holds the GIL at a stretch, whatever the machine does meanwhile); the longest full GC.
 
     chrt -f 1 .venv/bin/python bench/is_open_scale.py [--sizes 10,1000,100000]
                      [--loops 200000] [--switch-interval 0.0005]
@@ -45,11 +46,13 @@ import timeit
 import tracemalloc
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import redis
 from _common import delete_prefixed, environment_line, redis_url, unique_prefix
 from breaker_client import Breakers
+from breaker_client.store import Store
+from breaker_client.sync import Snapshot, Syncer
 
 from router.keys import BreakerKeys
 
@@ -168,10 +171,49 @@ class Stall(NamedTuple):
     gap: float  # the longest gap between two calls, whatever the cause
     gil: float  # the longest part of a gap spent neither running nor waiting for a CPU
     full_gc: float  # the longest full garbage collection meanwhile (0: none ran)
+    work: float  # the sync thread's longest single step (see `time_sync_steps`), CPU time
+
+
+# The sync thread's longest step in the current phase, in CPU seconds.
+LONGEST_STEP = [0.0]
+
+
+def time_sync_steps() -> None:
+    """Time every step the sync thread takes between two waits for Redis (or for a pause)
+    in thread CPU time: an upper bound on how long it holds the GIL at a stretch (a step's
+    system calls count too, though they let the GIL go), whatever the OS does meanwhile."""
+    steps = [
+        (Syncer, "reload"),
+        (Store, "read_rows"),
+        (Store, "scan_index"),
+        (Store, "changed_since"),
+        (Snapshot, "build"),
+        (Snapshot, "apply_rows"),
+        (Snapshot, "finish_full"),
+        (Snapshot, "sweep"),
+    ]
+    for owner, name in steps:
+        step = getattr(owner, name)
+
+        def timed(*args: Any, __step: Callable[..., Any] = step, **kwargs: Any) -> Any:
+            if threading.current_thread().name != "breakers-sync":
+                return __step(*args, **kwargs)
+            began = time.thread_time()
+            try:
+                return __step(*args, **kwargs)
+            finally:
+                LONGEST_STEP[0] = max(LONGEST_STEP[0], time.thread_time() - began)
+
+        setattr(owner, name, timed)
 
 
 def stall_fields(phase: str, stall: Stall) -> Row:
-    return {f"gap_{phase}": stall.gap, f"gil_{phase}": stall.gil, f"gc_{phase}": stall.full_gc}
+    return {
+        f"gap_{phase}": stall.gap,
+        f"gil_{phase}": stall.gil,
+        f"gc_{phase}": stall.full_gc,
+        f"work_{phase}": stall.work,
+    }
 
 
 def cpu_and_queue_ns(fd: int) -> tuple[int, int]:
@@ -226,6 +268,7 @@ def longest_stall(breakers: Breakers, action: Callable[[], None]) -> Stall:
     # Start each phase with nothing pending for a full collection, so that one running during
     # it was set off by the phase's own allocations, not by the bench's before it.
     gc.collect()
+    LONGEST_STEP[0] = 0.0
     thread = threading.Thread(target=spin)
     gc.callbacks.append(on_gc)
     thread.start()
@@ -236,7 +279,9 @@ def longest_stall(breakers: Breakers, action: Callable[[], None]) -> Stall:
         stop.set()
         thread.join(60)
         gc.callbacks.remove(on_gc)
-    return Stall(worst[0] * 1000, worst[1] * 1000, max(full_gcs, default=0.0) * 1000)
+    return Stall(
+        worst[0] * 1000, worst[1] * 1000, max(full_gcs, default=0.0) * 1000, LONGEST_STEP[0] * 1000
+    )
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
@@ -324,6 +369,7 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
 
 
 def main() -> None:
+    time_sync_steps()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -366,13 +412,13 @@ def main() -> None:
             )
             phases = ", ".join(
                 f"{label} {row['gap_' + phase]:.2f} / {row['gil_' + phase]:.2f} / "
-                f"{row['gc_' + phase]:.0f}"
+                f"{row['work_' + phase]:.2f} / {row['gc_' + phase]:.0f}"
                 for phase, label in PHASES.items()
             )
             print(
-                f"{'':>13}stalls in ms (longest gap / of it waiting for the GIL / longest full "
-                f"GC): {phases}; {row['resyncs']:.0f} periodic resyncs; the full resync took "
-                f"{row['full_s']:.1f} s"
+                f"{'':>13}stalls in ms (longest gap / of it waiting for the GIL / the sync "
+                f"thread's longest step / longest full GC): {phases}; "
+                f"{row['resyncs']:.0f} periodic resyncs; the full resync took {row['full_s']:.1f} s"
             )
         largest = results[sizes[-1]]
         print(
