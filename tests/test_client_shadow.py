@@ -122,8 +122,7 @@ def test_every_process_sees_shadow_mode_and_its_thread_writes_the_counts(
     redis_url: str, key_prefix: str, make_breakers: MakeBreakers
 ) -> None:
     b = writer(make_breakers)
-    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
-    reader = Breakers(client, prefix=key_prefix, shadow_flush_interval=0.1)
+    reader = Breakers.from_url(redis_url, prefix=key_prefix, shadow_flush_interval=0.1)
     try:
         assert reader.wait_ready(5.0)
         b.open("bank-charge", "0001", reason="alert")

@@ -169,6 +169,7 @@ class Breakers(BreakerWriter):
         rng: Callable[[], float] = random.random,
         sync: bool = True,
         startup_wait: float = DEFAULT_STARTUP_WAIT_S,
+        shadow_flush_interval: float = DEFAULT_SHADOW_FLUSH_S,
     ) -> Breakers:
         """Connect with short timeouts and no retries, and wait briefly for the first snapshot.
 
@@ -197,6 +198,7 @@ class Breakers(BreakerWriter):
             clock=clock,
             rng=rng,
             sync=sync,
+            shadow_flush_interval=shadow_flush_interval,
         )
         if breakers._sync and startup_wait > 0:
             breakers.wait_ready(startup_wait)
