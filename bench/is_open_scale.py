@@ -422,9 +422,11 @@ def main() -> None:
             )
         largest = results[sizes[-1]]
         print(
-            f"at {sizes[-1]:,} keys, the longest wait of is_open for the client's sync thread: "
+            f"at {sizes[-1]:,} keys, the longest wait of is_open for the GIL / the sync thread's "
+            "longest step: "
             + ", ".join(
-                f"{label} {largest['gil_' + phase]:.2f} ms" for phase, label in PHASES.items()
+                f"{label} {largest['gil_' + phase]:.2f} / {largest['work_' + phase]:.2f} ms"
+                for phase, label in PHASES.items()
             )
         )
         base = results[sizes[0]]

@@ -37,7 +37,7 @@ GROUPS = {
     "bank_code:0003,env:prod": "Warn",
 }
 # Slack for the scheduler and a loaded machine in bound checks; the bound itself is the budget.
-MARGIN_S = 0.5
+MARGIN_S = 1.0
 
 
 class FakeTime:
