@@ -22,6 +22,7 @@ from router.inbound_alertmanager import bp as alertmanager_bp
 from router.keys import BreakerKeys, RouterKeys
 from router.metrics import MetricsWriter
 from router.metrics import render as render_metrics
+from router.openapi import openapi_document
 from router.parsing.sns import CertificateUnavailable, SnsVerifier, fetch_certificate_https
 from router.queue import DeliveryQueue
 from router.reconcile import RECONCILE_STATUS_FIELDS, reconciler_health
@@ -179,5 +180,9 @@ def create_app(
         # Breakers are counted where the services keep them: BREAKERS_PREFIX in this Redis.
         text = render_metrics(queue, BreakerKeys(settings.breakers_prefix))
         return Response(text, mimetype="text/plain; version=0.0.4")
+
+    @app.get("/openapi.json")
+    def openapi() -> dict[str, Any]:
+        return openapi_document()
 
     return app
