@@ -5,10 +5,18 @@ so entries are compared by parts: same scheme, host and port, and a path under t
 A path that some server could read as another path (dot segments, backslashes, `;`
 parameters, encoded slashes, once or twice percent-encoded) is refused before any prefix is
 compared, and so is a URL that carries credentials.
+
+The text alone cannot say where a request goes: `2130706433`, `0177.0.0.1` or `127.1` are
+127.0.0.1 to some resolvers, `::ffff:169.254.169.254` is the metadata address inside an IPv6
+one, and a name the list admits may resolve to loopback. So a host written as a number in any
+but the standard form is refused here, and `address_refusal` is asked again at connect time,
+for each address the name resolved to (`router.delivery`).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -19,6 +27,16 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # path-traversal advisories, and a path still changing after that is refused outright.
 _MAX_DECODINGS = 2
 _NOT_UNDER = "is not under any ROUTER_CALLBACK_ALLOW prefix"
+# WHATWG URL parsers (and inet_aton) read a host whose last label is a number as IPv4.
+_NUMERIC_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+# Addresses that carry an IPv4 address inside an IPv6 one: mapped, NAT64, 6to4.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# 0.0.0.0/8 is "this host" (Linux connects 0.0.0.0 to the local host); Python names it only
+# private. The rest of the kinds come from `ipaddress`.
+_THIS_HOST = ipaddress.IPv4Network("0.0.0.0/8")
+# Instance metadata that is not link-local: AWS's IPv6 endpoint on Nitro instances.
+_METADATA = frozenset({ipaddress.IPv6Address("fd00:ec2::254")})
+_LOCALHOST = "localhost"
 
 
 def _port(parts: SplitResult) -> int | None:
@@ -52,6 +70,92 @@ def _path_problem(path: str) -> str | None:
         if any(segment in (".", "..") for segment in reading.split("/")):
             return "its path contains a dot segment (. or .., perhaps percent-encoded)"
     return None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.sixtofour
+
+
+def _host_problem(hostname: str) -> str | None:
+    """Why a host's spelling could reach an address other than the one it seems to name."""
+    if ":" in hostname:
+        try:
+            literal = ipaddress.IPv6Address(hostname)
+        except ValueError:
+            return None  # not an address: no prefix can match it either
+        if _embedded_ipv4(literal) is not None:
+            return (
+                f"its host {hostname} is an IPv4 address inside an IPv6 address; name the "
+                "IPv4 address itself"
+            )
+        return None
+    last = hostname.removesuffix(".").rsplit(".", 1)[-1]
+    if _NUMERIC_LABEL.fullmatch(last) is None:
+        return None
+    try:
+        canonical = str(ipaddress.IPv4Address(hostname)) == hostname
+    except ValueError:
+        canonical = False
+    if canonical:
+        return None
+    return (
+        f"its host {hostname} is an IP address in a non-standard form (decimal, octal, hex or "
+        "shortened), which resolvers read differently; write it as four decimal numbers"
+    )
+
+
+def _address_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What makes `address` a target the router must not reach by name, if anything does."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _METADATA:
+            return "cloud metadata"
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return _address_kind(embedded)
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_unspecified or address in _THIS_HOST:
+        return "this host"
+    if address.is_multicast or address.is_reserved:
+        return "not a unicast host"
+    return None
+
+
+def address_refusal(host: str, address: str) -> str | None:
+    """Why the router must not connect to `address`, which `host` (from the URL) resolved to.
+
+    Loopback, link-local (cloud metadata), "this host", multicast and reserved addresses are
+    reached only through a URL that names that very address, which the allow-list then names
+    too; loopback also through `localhost` names. A name resolving there (DNS rebinding, a
+    hosts file, a resolver an attacker controls) is refused: no request is made.
+    """
+    try:
+        resolved = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return (
+            f"callback host {host} resolved to {address!r}, not an IP address; no request was made"
+        )
+    kind = _address_kind(resolved)
+    if kind is None:
+        return None
+    try:
+        if ipaddress.ip_address(host) == resolved:
+            return None
+    except ValueError:
+        pass
+    name = host.lower().removesuffix(".")
+    if kind == "loopback" and (name == _LOCALHOST or name.endswith("." + _LOCALHOST)):
+        return None  # RFC 6761: localhost names are loopback by definition
+    return (
+        f"callback host {host} resolved to {address} ({kind}), which the router reaches only "
+        "when ROUTER_CALLBACK_ALLOW names that address itself; no request was made"
+    )
 
 
 def _path_under(path: str, prefix_path: str) -> bool:
@@ -92,9 +196,9 @@ class CallbackAllowList:
             return _NOT_UNDER
         if "@" in parts.netloc:
             return "it carries credentials (user:password@), which the router never sends"
-        path_problem = _path_problem(parts.path)
-        if path_problem:
-            return path_problem
+        problem = _host_problem(hostname) or _path_problem(parts.path)
+        if problem:
+            return problem
         for prefix in self.prefixes:
             allowed = urlsplit(prefix)
             if (

@@ -20,10 +20,13 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from router import __version__
+from router.allowlist import address_refusal
 from router.config import format_duration
 from router.retry import parse_retry_after
 
 Outcome = Literal["delivered", "retry", "permanent"]
+# (host, port) -> its addresses, in the order to try them; tests inject their own.
+Resolver = Callable[[str, int], list[str]]
 
 # Statuses worth another try: the receiver is slow, throttling or briefly broken.
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
@@ -121,6 +124,20 @@ def _time_left(timeout: float | None, expired: type[httpcore.TimeoutException]) 
     return left if timeout is None else min(timeout, left)
 
 
+class RefusedTarget(Exception):
+    """The URL's host resolved to an address the router must not reach; nothing was sent.
+
+    Not an httpcore error, so httpx passes it through untranslated to `CallbackSender`.
+    """
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The host's addresses from getaddrinfo, each once, in the resolver's order."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    # As socket.create_connection tries them.
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
 def _is_ip_literal(host: str) -> bool:
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -195,8 +212,9 @@ class _DeadlineBackend(httpcore.NetworkBackend):
     on one; a connect in progress is not woken and ends at its deadline.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resolve: Resolver = system_resolver) -> None:
         self._inner = httpcore.SyncBackend()
+        self._resolver = resolve
         self._lock = threading.Lock()
         self._streams: set[_DeadlineStream] = set()
         self._lookups: set[concurrent.futures.Future[list[str]]] = set()
@@ -211,6 +229,12 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
         addresses = [host] if _is_ip_literal(host) else self._resolve(host, port, timeout)
+        # Every address is checked before any is tried: a name that mixes a refused address
+        # into its answers (DNS rebinding) gets no connection at all.
+        for address in addresses:
+            refusal = address_refusal(host, address)
+            if refusal is not None:
+                raise RefusedTarget(refusal)
         failure: httpcore.ConnectError | None = None
         for address in addresses:
             try:
@@ -235,7 +259,10 @@ class _DeadlineBackend(httpcore.NetworkBackend):
                 raise httpcore.ConnectError(SENDER_CLOSED)
             self._lookups.add(answer)
         lookup = threading.Thread(
-            target=_look_up, args=(host, port, answer), name=RESOLVER_THREAD, daemon=True
+            target=_look_up,
+            args=(self._resolver, host, port, answer),
+            name=RESOLVER_THREAD,
+            daemon=True,
         )
         lookup.start()
         try:
@@ -269,11 +296,11 @@ class _DeadlineBackend(httpcore.NetworkBackend):
                 answer.set_exception(httpcore.ConnectError(SENDER_CLOSED))
 
 
-def _look_up(host: str, port: int, answer: concurrent.futures.Future[list[str]]) -> None:
+def _look_up(
+    resolve: Resolver, host: str, port: int, answer: concurrent.futures.Future[list[str]]
+) -> None:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        # In the resolver's order, each address once, as socket.create_connection tries them.
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses = resolve(host, port)
     except OSError as exc:
         with suppress(concurrent.futures.InvalidStateError):
             answer.set_exception(httpcore.ConnectError(str(exc)))
@@ -321,13 +348,14 @@ class CallbackSender:
         timeout_s: float,
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
+        resolve: Resolver = system_resolver,
     ) -> None:
         self._webhook = Webhook(signing_secret)
         self._clock = clock
         self._timeout_s = timeout_s
         self._backend: _DeadlineBackend | None = None
         if client is None:
-            self._backend = _DeadlineBackend()
+            self._backend = _DeadlineBackend(resolve)
             client = _deadline_client(timeout_s, self._backend)
         self._client = client
         self._idle = threading.Condition()
@@ -406,6 +434,8 @@ class CallbackSender:
             return AttemptResult("retry", at_ms, elapsed_ms(), error=error)
         except httpx.InvalidURL as exc:
             return AttemptResult("permanent", at_ms, elapsed_ms(), error=f"invalid URL: {exc}")
+        except RefusedTarget as exc:
+            return AttemptResult("permanent", at_ms, elapsed_ms(), error=str(exc))
         cut: httpx.TimeoutException | None = None
         try:
             outcome = classify_status(response.status_code)
