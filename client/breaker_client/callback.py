@@ -204,7 +204,8 @@ def parse_callback_body(
     if isinstance(body, bytes | str):
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: nested deeper than the decoder's stack (a body no router sends).
             raise InvalidCallbackBody(f"callback body is not JSON: {exc}") from exc
     else:
         data = body

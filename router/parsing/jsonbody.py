@@ -7,15 +7,41 @@ from typing import Any
 
 from router.errors import PayloadError
 
+# No sender's payload nests more than a few levels (Datadog, SNS, Alertmanager: at most 5).
+# Deeper is an attack on the stack of whatever walks the value later (storing, rendering,
+# logging it), so it is refused here, where the answer can still say why.
+MAX_JSON_DEPTH = 32
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether arrays and objects in `data` nest more than `limit` levels; no recursion."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
 
 def parse_json_object(raw: bytes, *, what: str, not_object_status: int = 422) -> dict[str, Any]:
     """Decode `raw`; refuse what is not a JSON object or cannot be stored and re-sent as UTF-8."""
+    too_deep = PayloadError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", status=400)
     try:
         data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers bad UTF-8, bad JSON and integers past Python's digit limit;
-        # RecursionError, absurdly deep nesting.
+    except RecursionError:
+        raise too_deep from None  # deeper than the decoder's own stack allows
+    except ValueError as exc:
+        # Bad UTF-8, bad JSON and integers past Python's digit limit.
         raise PayloadError(f"{what} is not valid JSON: {exc}", status=400) from None
+    if _deeper_than(data, MAX_JSON_DEPTH):
+        raise too_deep
     if not isinstance(data, dict):
         raise PayloadError(
             f"{what} must be a JSON object, not a JSON {type(data).__name__}",
