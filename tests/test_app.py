@@ -193,7 +193,7 @@ def test_missing_redis_url_names_the_variable(key_prefix):
             id="lone-surrogate",
         ),
         pytest.param(
-            b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400, "not valid JSON", id="deep"
+            b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400, "nested deeper than", id="deep"
         ),
         pytest.param(b'{"id": ' + b"9" * 5000 + b"}", 400, "not valid JSON", id="huge-int"),
     ],
