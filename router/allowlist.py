@@ -80,7 +80,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return address.sixtofour
 
 
-def _host_problem(hostname: str) -> str | None:
+def host_spelling_problem(hostname: str) -> str | None:
     """Why a host's spelling could reach an address other than the one it seems to name."""
     if ":" in hostname:
         try:
@@ -196,7 +196,7 @@ class CallbackAllowList:
             return _NOT_UNDER
         if "@" in parts.netloc:
             return "it carries credentials (user:password@), which the router never sends"
-        problem = _host_problem(hostname) or _path_problem(parts.path)
+        problem = host_spelling_problem(hostname) or _path_problem(parts.path)
         if problem:
             return problem
         for prefix in self.prefixes:

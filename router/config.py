@@ -146,6 +146,11 @@ def _validate_allow_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
                 "ROUTER_CALLBACK_ALLOW: each entry must be an http(s) URL prefix with a host, "
                 f"such as https://bank-charge.internal/, got {prefix!r}"
             )
+        from router.allowlist import host_spelling_problem  # it imports this module
+
+        spelling = host_spelling_problem(hostname)
+        if spelling:
+            raise ConfigError(f"ROUTER_CALLBACK_ALLOW: {prefix!r} would admit nothing: {spelling}")
     return prefixes
 
 

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from router.allowlist import CallbackAllowList
+from router.config import Settings
 from router.delivery import CallbackSender
+from router.errors import ConfigError
 from tests.support import SIGNING_SECRET, running_receiver, wait_for
 from tests.test_worker import enqueue, running_worker
 
@@ -161,6 +163,14 @@ def test_numeric_spellings_of_an_address_are_refused_with_the_reason(template, w
     assert allow.allows(url) is False
     assert why in allow.refusal(url)
     assert "no request was made" in allow.refusal(url)
+
+
+@pytest.mark.parametrize(("template", "why"), SPELLINGS)
+def test_an_allow_list_entry_with_such_a_spelling_stops_start_up(template, why):
+    entry = template.format(port=8080).rsplit("/", 1)[0] + "/"
+    with pytest.raises(ConfigError, match=r"^ROUTER_CALLBACK_ALLOW: .* would admit nothing") as exc:
+        Settings.from_env({"ROUTER_CALLBACK_ALLOW": f"https://ok.internal/,{entry}"})
+    assert why in str(exc.value)
 
 
 @pytest.mark.parametrize(
