@@ -33,7 +33,7 @@ import httpx
 import redis
 from _common import ROOT, unique_prefix
 from _http import post_request, send_all
-from _processes import appending_redis, memory_mb
+from _processes import appending_redis, children, cpu_seconds, memory_mb
 
 from bench.enrich_storm import FIRST_MONITOR_ID, group_name, stub_process
 from router.datadog_stub import StubClient
@@ -64,6 +64,8 @@ class Run:
     redis_before_mb: float
     redis_after_mb: float
     enrichment: dict[str, int]
+    # CPU seconds over the storm: web (gunicorn's workers), router workers, redis-server.
+    cpu_s: tuple[float, float, float]
 
     def line(self) -> str:
         reads = self.monitor_reads
@@ -78,7 +80,11 @@ class Run:
             f"worker RSS {max(self.worker_rss_mb):5.1f} MB "
             f"(peak {max(self.worker_peak_mb):5.1f})   "
             f"Redis {self.redis_after_mb:6.1f} MB after ({per_delivery_b:,.0f} B per delivery)   "
-            f"enrichment {self.enrichment}"
+            f"enrichment {self.enrichment}   CPU per notification: "
+            + ", ".join(
+                f"{name} {seconds / self.size * 1e3:.2f} ms"
+                for name, seconds in zip(("web", "workers", "Redis"), self.cpu_s, strict=True)
+            )
         )
 
 
@@ -157,8 +163,11 @@ def run_storm(
         delivered_before = int(sink_counts(sink)["count"])  # type: ignore[call-overload]
         enrichment_before = Counter(sink_counts(sink)["enrichment"])  # type: ignore[arg-type]
         web_port = free_port()
+        redis_pid = int(client.info("server")["process_id"])
         with ExitStack() as stack:
-            stack.enter_context(process(web_command(web_port), env, log_path=logs / "web.log"))
+            web = stack.enter_context(
+                process(web_command(web_port), env, log_path=logs / "web.log")
+            )
             worker_procs = [
                 stack.enter_context(
                     process(router_command("worker"), env, log_path=logs / f"worker-{n}.log")
@@ -167,6 +176,8 @@ def run_storm(
             ]
             wait_http(f"http://127.0.0.1:{web_port}/readyz")
             redis_before_mb = int(client.info("memory")["used_memory"]) / 1e6
+            groups_of_pids = [children(web.pid), [p.pid for p in worker_procs], [redis_pid]]
+            cpu_before = [cpu_seconds(pids) for pids in groups_of_pids]
             started_wall, started = time.time(), time.monotonic()
             statuses = Counter(send_all("127.0.0.1", web_port, requests, senders))
             accepted_s = time.monotonic() - started
@@ -181,6 +192,10 @@ def run_storm(
             counts = sink_counts(sink)
             delivered_s = float(counts["last_at"]) - started_wall  # type: ignore[arg-type]
             memory = [memory_mb(proc.pid) for proc in worker_procs]
+            web_cpu, workers_cpu, redis_cpu = (
+                cpu_seconds(pids) - before
+                for pids, before in zip(groups_of_pids, cpu_before, strict=True)
+            )
             redis_after_mb = int(client.info("memory")["used_memory"]) / 1e6
         calls = Counter(stub.calls()["paths"])
         calls.subtract(calls_before)
@@ -200,6 +215,7 @@ def run_storm(
         redis_before_mb=redis_before_mb,
         redis_after_mb=redis_after_mb,
         enrichment=dict(+enrichment),
+        cpu_s=(web_cpu, workers_cpu, redis_cpu),
     )
 
 
