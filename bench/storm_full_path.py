@@ -39,6 +39,7 @@ from bench.enrich_storm import FIRST_MONITOR_ID, group_name, stub_process
 from router.datadog_stub import StubClient
 from router.demo import datadog_payload
 from router.devserver import web_command
+from router.keys import RouterKeys
 from tests.conftest import free_port
 from tests.support import INBOUND_TOKEN, process, router_command, router_env, wait_for, wait_http
 
@@ -66,6 +67,8 @@ class Run:
     enrichment: dict[str, int]
     # CPU seconds over the storm: web (gunicorn's workers), router workers, redis-server.
     cpu_s: tuple[float, float, float]
+    # The queue's counters (RouterKeys.stats): deferred, reclaimed, retries_scheduled, ...
+    queue_stats: dict[str, int]
 
     def line(self) -> str:
         reads = self.monitor_reads
@@ -80,7 +83,9 @@ class Run:
             f"worker RSS {max(self.worker_rss_mb):5.1f} MB "
             f"(peak {max(self.worker_peak_mb):5.1f})   "
             f"Redis {self.redis_after_mb:6.1f} MB after ({per_delivery_b:,.0f} B per delivery)   "
-            f"enrichment {self.enrichment}   CPU per notification: "
+            f"enrichment {self.enrichment}   deferred {self.queue_stats.get('deferred', 0)}, "
+            f"retried {self.queue_stats.get('retries_scheduled', 0)}, "
+            f"reclaimed {self.queue_stats.get('reclaimed', 0)}   CPU per notification: "
             + ", ".join(
                 f"{name} {seconds / self.size * 1e3:.2f} ms"
                 for name, seconds in zip(("web", "workers", "Redis"), self.cpu_s, strict=True)
@@ -149,9 +154,10 @@ def run_storm(
         appending_redis(Path(data_dir)) as url,
     ):
         client = redis.Redis.from_url(url)
+        prefix = unique_prefix()
         env = router_env(
             url,
-            unique_prefix(),
+            prefix,
             ROUTER_LOG_LEVEL="WARNING",
             ROUTER_CALLBACK_ALLOW=sink,
             DD_API_HOST=stub.url,
@@ -197,6 +203,9 @@ def run_storm(
                 for pids, before in zip(groups_of_pids, cpu_before, strict=True)
             )
             redis_after_mb = int(client.info("memory")["used_memory"]) / 1e6
+            queue_stats = {
+                str(k, "utf-8"): int(v) for k, v in client.hgetall(RouterKeys(prefix).stats).items()
+            }
         calls = Counter(stub.calls()["paths"])
         calls.subtract(calls_before)
         enrichment = Counter(counts["enrichment"])  # type: ignore[arg-type]
@@ -216,6 +225,7 @@ def run_storm(
         redis_after_mb=redis_after_mb,
         enrichment=dict(+enrichment),
         cpu_s=(web_cpu, workers_cpu, redis_cpu),
+        queue_stats=queue_stats,
     )
 
 
