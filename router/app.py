@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from router import __version__
 from router.allowlist import CallbackAllowList
-from router.config import Settings
+from router.config import settings_for
 from router.errors import AuthError, ForbiddenError, PayloadError, QueueUnavailable
 from router.inbound import bp as inbound_bp
 from router.inbound_alertmanager import bp as alertmanager_bp
@@ -115,8 +115,7 @@ def create_app(
     sns_confirm: Callable[[str], None] | None = None,
 ) -> Flask:
     """Build the app from `config` (a mapping of environment variables) or the environment."""
-    settings = Settings.from_env(os.environ if config is None else config)
-    settings.require_web()
+    settings = settings_for(os.environ if config is None else config, "web")
     client = redis_client or connect(settings.require_redis())
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

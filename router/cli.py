@@ -11,6 +11,7 @@ from typing import TextIO
 
 import click
 import redis
+from breaker_client import BreakerStoreUnavailable
 
 from router import logs
 from router.allowlist import CallbackAllowList
@@ -19,9 +20,11 @@ from router.cli_output import emit_json, when
 from router.cli_reconcile import reconcile
 from router.config import (
     DEFAULT_CALLBACK_KEYWORD,
+    REDIS_URL_EXAMPLE,
     Settings,
     parse_callback_allow,
     parse_log_settings,
+    settings_for,
 )
 from router.demo import demo
 from router.errors import ConfigError
@@ -31,13 +34,17 @@ from router.queue import Delivery, DeliveryQueue
 from router.redis_conn import connect
 
 
+def redis_hint(setting: str = "REDIS_URL") -> str:
+    return f"is Redis running there? check {setting}, e.g. {REDIS_URL_EXAMPLE}"
+
+
 def setup_logging(settings: Settings) -> None:
     """The handler of a long-running command, in ROUTER_LOG_FORMAT (text or json)."""
     logs.setup_logging(settings.log_format, settings.log_level)
 
 
 def load_settings() -> Settings:
-    return Settings.from_env(os.environ)
+    return settings_for(os.environ, "redis")
 
 
 def open_queue(settings: Settings) -> DeliveryQueue:
@@ -59,7 +66,7 @@ def worker() -> None:
     """Deliver queued notifications to callbacks (run any number of these)."""
     from router.worker import Worker
 
-    settings = load_settings()
+    settings = settings_for(os.environ, "worker")
     setup_logging(settings)
     runner = Worker(settings)
     runner.install_signal_handlers()
@@ -295,13 +302,25 @@ cli.add_command(reconcile)
 
 
 def main() -> None:
-    """Entry point: configuration and Redis problems are one clear line, not a traceback."""
+    """Entry point: configuration and Redis problems are one clear line each, not a traceback."""
     try:
         cli(standalone_mode=True)
     except ConfigError as exc:
-        click.echo(f"router: configuration error: {exc}", err=True)
+        for problem in exc.problems:
+            click.echo(f"router: configuration error: {problem}", err=True)
         sys.exit(2)
-    except redis.ConnectionError as exc:
-        url = os.environ.get("REDIS_URL", "(REDIS_URL unset)")
-        click.echo(f"router: cannot reach Redis at {url}: {exc}", err=True)
+    except redis.RedisError as exc:
+        url = mask_url(os.environ.get("REDIS_URL") or "(REDIS_URL unset)")
+        click.echo(f"router: cannot reach Redis at {url}: {exc} ({redis_hint()})", err=True)
         sys.exit(1)
+    except BreakerStoreUnavailable as exc:
+        # The breakers' Redis may come from --redis-url; the message names its address.
+        click.echo(f"router: {exc} ({redis_hint('REDIS_URL or --redis-url')})", err=True)
+        sys.exit(1)
+
+
+def mask_url(url: str) -> str:
+    """A URL fit to print: any password in it masked."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    return f"{scheme}{sep}***@{hosts}" if at and userinfo else url

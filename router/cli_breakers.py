@@ -11,7 +11,7 @@ from breaker_client import Breakers, BreakerState
 
 from router.breaker_report import BreakerReport, build_report, span
 from router.cli_output import emit_json, when
-from router.config import parse_duration
+from router.config import REDIS_URL_EXAMPLE, check_redis_url, parse_duration
 from router.errors import ConfigError
 from router.keys import DEFAULT_BREAKER_PREFIX
 
@@ -20,8 +20,9 @@ def _open_breakers(redis_url: str | None, prefix: str) -> Breakers:
     if not redis_url:
         raise ConfigError(
             "REDIS_URL is not set: point it (or --redis-url) at the Redis your services' "
-            "breakers live in"
+            f"breakers live in, e.g. {REDIS_URL_EXAMPLE}"
         )
+    check_redis_url(redis_url)
     # No background sync: a command reads and writes Redis directly, then exits.
     return Breakers.from_url(redis_url, prefix=prefix, sync=False)
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from router.errors import ConfigError
 from router.keys import DEFAULT_BREAKER_PREFIX, DEFAULT_ROUTER_PREFIX
-from router.redis_conn import key_prefixes, wait_replicas
+from router.redis_conn import key_prefixes, redis_target, wait_replicas
 
 LogFormat = Literal["text", "json"]
 
@@ -77,6 +77,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Long enough for a healthy replica to confirm (milliseconds), short enough that a sender's
 # request ends well inside its own timeout when no replica can.
 DEFAULT_REDIS_WAIT_TIMEOUT_S = 1.0
+# Shown wherever REDIS_URL is missing.
+REDIS_URL_EXAMPLE = "redis://localhost:6379/0"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -313,42 +315,51 @@ class Settings:
 
     # Each process asks for what it needs, so a web process does not demand worker secrets.
     def require_redis(self) -> str:
-        if not self.redis_url:
-            raise ConfigError("REDIS_URL is not set: point it at the Redis the router uses")
+        _raise_any(self.redis_problems())
+        assert self.redis_url is not None
         return self.redis_url
 
     def require_web(self) -> None:
-        self.require_redis()
+        _raise_any(self.web_problems())
+
+    def web_problems(self) -> list[str]:
+        problems = self.redis_problems()
         if not self.inbound_token and not self.inbound_auth_disabled:
-            raise ConfigError(
-                "ROUTER_INBOUND_TOKEN is not set: set a long random token (Datadog sends it as "
-                "a header or in the webhook URL), or ROUTER_INBOUND_AUTH=none to accept "
-                "unauthenticated notifications on purpose"
+            problems.append(
+                "ROUTER_INBOUND_TOKEN is not set: set a long random token such as the output of "
+                "`openssl rand -hex 32` (Datadog sends it as a header or in the webhook URL), or "
+                "ROUTER_INBOUND_AUTH=none to accept unauthenticated notifications on purpose"
             )
         # A replayed SNS message is recognised by its delivery records until they expire, and
         # refused by its age after that; a gap between the two would let a replay through.
         if self.sns_max_age_s >= self.delivery_retention_s:
-            raise ConfigError(
+            problems.append(
                 f"ROUTER_SNS_MAX_AGE ({format_duration(self.sns_max_age_s)}) must be shorter "
                 f"than ROUTER_DELIVERY_RETENTION ({format_duration(self.delivery_retention_s)}), "
                 "or a replayed SNS message could be delivered again once its records expire"
             )
+        return problems
 
     def require_worker(self) -> str:
-        self.require_redis()
+        _raise_any(self.worker_problems())
+        assert self.signing_secret is not None  # worker_problems() names it otherwise
+        return self.signing_secret
+
+    def worker_problems(self) -> list[str]:
+        problems = self.redis_problems()
         if not self.signing_secret:
-            raise ConfigError(
+            problems.append(
                 "ROUTER_SIGNING_SECRET is not set: services verify callbacks with it; "
-                "generate one with `router secret`"
+                "generate one with `router secret` (it looks like whsec_MfKQ9r8GKYqrTwjUPD8...)"
             )
         if not self.callback_allow:
-            raise ConfigError(
+            problems.append(
                 "ROUTER_CALLBACK_ALLOW is not set: list the URL prefixes the router may call, "
                 "e.g. https://bank-charge.internal/breaker/"
             )
         floor = self.claim_idle_floor()
         if self.claim_idle_s <= floor:
-            raise ConfigError(
+            problems.append(
                 f"ROUTER_CLAIM_IDLE ({format_duration(self.claim_idle_s)}) must exceed "
                 f"{_seconds(floor)}: once started, an attempt may take ROUTER_DELIVERY_TIMEOUT "
                 f"({format_duration(self.delivery_timeout_s)}) plus "
@@ -357,7 +368,14 @@ class Settings:
                 "enriched and a third of ROUTER_CLAIM_IDLE waiting for its endpoint. Any "
                 "shorter and deliveries still in flight would be taken over and sent twice"
             )
-        return self.signing_secret
+        return problems
+
+    def redis_problems(self) -> list[str]:
+        if self.redis_url:
+            return []
+        return [
+            f"REDIS_URL is not set: point it at the Redis the router uses, e.g. {REDIS_URL_EXAMPLE}"
+        ]
 
     def claim_idle_floor(self) -> float:
         """The shortest safe ROUTER_CLAIM_IDLE: the longest a healthy worker leaves a claim
@@ -389,3 +407,63 @@ def _check_signing_secret(secret: str) -> None:
             "ROUTER_SIGNING_SECRET: the secret must hold at least 24 random bytes, "
             f"it has {len(raw)}"
         )
+
+
+def check_redis_url(url: str) -> None:
+    """A ConfigError naming REDIS_URL, with good examples, when `url` is not a Redis URL."""
+    redis_target(url)
+
+
+def _raise_any(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError(*problems)
+
+
+Role = Literal["redis", "web", "worker"]
+_NAMED = re.compile(r"^([A-Z][A-Z0-9_]*[A-Z0-9])\b")
+
+
+def _setting_named(problem: str) -> str | None:
+    """The variable a problem is about: every message starts with its name."""
+    match = _NAMED.match(problem)
+    if match is None:
+        return None
+    name = match.group(1)
+    return name.removesuffix("_FILE") if name.removesuffix("_FILE") in SECRET_NAMES else name
+
+
+def settings_for(env: Mapping[str, str], *roles: Role) -> Settings:
+    """Settings for a process with `roles`, or a ConfigError listing every problem at once.
+
+    Parsing stops at the first malformed value, so each one found is set aside (the default
+    stands in) and the rest parsed again; then each role's requirements are checked, except
+    for variables already reported as malformed.
+    """
+    remaining = dict(env)
+    problems: list[str] = []
+    reported: set[str] = set()
+    while True:
+        try:
+            settings = Settings.from_env(remaining)
+            break
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            names = {_setting_named(problem) for problem in exc.problems}
+            dropped = {n for n in names if n} & {key.removesuffix("_FILE") for key in remaining}
+            if not dropped:  # nothing to set aside: report what was found
+                raise ConfigError(*problems) from None
+            reported |= dropped
+            for name in dropped:
+                remaining.pop(name, None)
+                remaining.pop(f"{name}_FILE", None)
+    checks = {
+        "redis": settings.redis_problems,
+        "web": settings.web_problems,
+        "worker": settings.worker_problems,
+    }
+    for role in roles:
+        for problem in checks[role]():
+            if problem not in problems and _setting_named(problem) not in reported:
+                problems.append(problem)
+    _raise_any(problems)
+    return settings

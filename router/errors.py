@@ -8,7 +8,11 @@ class RouterError(Exception):
 
 
 class ConfigError(RouterError):
-    """A setting is missing or malformed; the message names the variable."""
+    """Settings missing or malformed: one message per problem, each naming its variable."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class PayloadError(RouterError):

@@ -2,16 +2,40 @@
 
 gunicorn owns logging in its processes: this hands it the router's handler and format
 (`ROUTER_LOG_FORMAT`, `ROUTER_LOG_LEVEL`), so its own lines and the app's come out alike.
+Serving the router's app, the master also checks the web's settings once, before any worker
+boots: a missing or malformed setting is one line each on stderr and exit code 2, instead of
+every worker's traceback and gunicorn's "Worker failed to boot".
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
-from router.config import parse_log_settings
+from router.config import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, parse_log_settings, settings_for
+from router.errors import ConfigError
 from router.logs import dict_config
 
-logconfig_dict = dict_config(*parse_log_settings(os.environ))
+try:
+    logconfig_dict = dict_config(*parse_log_settings(os.environ))
+except ConfigError:  # reported with every other problem by on_starting
+    logconfig_dict = dict_config(DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL)  # type: ignore[arg-type]
+
+ROUTER_APP = "router.app:"
+
+
+def on_starting(server: Any) -> None:
+    """gunicorn's hook in the master, before it binds or boots a worker."""
+    if not str(getattr(server.app, "app_uri", "") or "").startswith(ROUTER_APP):
+        return  # another app under these settings (bench/_bare_app.py)
+    try:
+        settings_for(os.environ, "web")
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"router web: configuration error: {problem}", file=sys.stderr)
+        sys.exit(2)
+
 
 # Threads, not one request per process: a request waiting on Redis leaves the CPU to the
 # others, and the requests a process serves at once share one round trip to Redis
