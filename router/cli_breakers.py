@@ -8,6 +8,7 @@ import time
 
 import click
 from breaker_client import Breakers, BreakerState
+from breaker_client.writes import check_target
 
 from router.breaker_report import BreakerReport, build_report, span
 from router.cli_output import emit_json, when
@@ -134,6 +135,24 @@ def history(
         )
 
 
+def _refuse_unknown(client: Breakers, name: str, key: str | None, action: str) -> None:
+    """A usage error for a breaker no service has written: most likely a typo."""
+    known = client.list()
+    if any(s.name == name and s.key == key for s in known):
+        return
+    target = name if key is None else f"{name} {key}"
+    same_name = sorted(s.key or "(no key)" for s in known if s.name == name)
+    if same_name:
+        seen = f"{name} has keys {', '.join(same_name[:10])}{' …' if len(same_name) > 10 else ''}"
+    elif known:
+        names = sorted({s.name for s in known})
+        seen = f"known breakers: {', '.join(names[:10])}{' …' if len(names) > 10 else ''}"
+    else:
+        seen = "no breaker has been written yet (check --prefix / BREAKERS_PREFIX)"
+    hint = "nothing to clear" if action == "clear" else "pass --create to create it"
+    raise click.UsageError(f"no breaker {target} ({seen}); check the spelling, or {hint}")
+
+
 def _override(
     action: str,
     name: str,
@@ -142,6 +161,7 @@ def _override(
     duration: str | None,
     redis_url: str | None,
     prefix: str,
+    create: bool = False,
 ) -> None:
     try:
         expires_in = parse_duration(duration, name="--for") if duration else None
@@ -150,6 +170,9 @@ def _override(
     by = _operator()
     client = _open_breakers(redis_url, prefix)
     try:
+        check_target(name, key)
+        if not create:
+            _refuse_unknown(client, name, key, action)
         if action == "open":
             result = client.force_open(name, key, reason=reason, by=by, expires_in=expires_in)
         elif action == "close":
@@ -170,6 +193,9 @@ def _override_command(action: str, summary: str) -> click.Command:
     @click.argument("key", required=False)
     @click.option("--reason", required=True, help="Why; shown in listings and history.")
     @click.option("--for", "duration", help="Expire the override after e.g. 30m or 2h.")
+    @click.option(
+        "--create", is_flag=True, help="Create the breaker if no service has written it yet."
+    )
     @redis_option
     @prefix_option
     def command(
@@ -177,10 +203,11 @@ def _override_command(action: str, summary: str) -> click.Command:
         key: str | None,
         reason: str,
         duration: str | None,
+        create: bool,
         redis_url: str | None,
         prefix: str,
     ) -> None:
-        _override(action, name, key, reason, duration, redis_url, prefix)
+        _override(action, name, key, reason, duration, redis_url, prefix, create)
 
     command.__doc__ = summary
     return breakers.command(action)(command)

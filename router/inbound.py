@@ -29,7 +29,7 @@ from router.metrics import MetricsWriter, notification_field
 from router.model import Notification
 from router.parsing.callbacks import describe_problems, mask_credentials, scan_callback_lines
 from router.parsing.datadog import parse_datadog_webhook
-from router.parsing.jsonbody import parse_json_object
+from router.parsing.jsonbody import parse_json_object, refuse_json_of_another_type
 from router.parsing.sns import (
     SnsVerifier,
     check_sns_age,
@@ -132,6 +132,7 @@ def authenticate() -> None:
 def read_datadog_payload(req: Request) -> dict[str, Any]:
     """The posted payload as a dict: JSON (Datadog's default) or form ("Encode as form")."""
     if req.mimetype == FORM_TYPE:
+        refuse_json_of_another_type(req.get_data(cache=True), req.content_type)
         return dict(req.form.to_dict())
     return read_json_payload(req, also=f" (or {FORM_TYPE})")
 
@@ -140,6 +141,7 @@ def read_json_payload(req: Request, *, also: str = "") -> dict[str, Any]:
     """The posted JSON object; `also` names other Content-Types the endpoint accepts."""
     mimetype = req.mimetype
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+        refuse_json_of_another_type(req.get_data(cache=True), req.content_type)
         raise PayloadError(
             f"expected Content-Type application/json{also}, got {req.content_type or 'none'}",
             status=415,

@@ -56,6 +56,25 @@ def test_form_encoded_payload_is_accepted(client):
     assert response.status_code == 202, response.get_json()
 
 
+@pytest.mark.parametrize("endpoint", ["/webhooks/datadog", "/webhooks/alertmanager"])
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_a_json_body_without_a_json_content_type_is_415_with_the_header_to_add(
+    client, redis, key_prefix, endpoint, content_type
+):
+    # What `curl -d @docs/examples/alert.json` sends without -H: form-encoded, so the JSON text
+    # would read as one form key and the answer would blame a missing message (422).
+    headers = dict(AUTH)
+    if content_type:
+        headers["Content-Type"] = content_type
+    data = "\n  " + json.dumps(custom_payload(CALLBACK))
+    response = client.post(endpoint, data=data, headers=headers)
+    assert response.status_code == 415, response.get_json()
+    error = response.get_json()["error"]
+    assert error.startswith("the body is JSON but its Content-Type is ")
+    assert "-H 'Content-Type: application/json'" in error
+    assert redis.exists(f"{key_prefix}:deliveries") == 0
+
+
 def test_no_callback_line_is_accepted_and_says_so(client, redis, key_prefix):
     payload = custom_payload(CALLBACK)
     payload["body"] = "%%%\nNothing for the router here\n%%%"

@@ -519,7 +519,10 @@ def test_breakers_open_for_a_while_then_list_history_and_clear(redis_url, key_pr
     env = _breakers_env(redis_url, key_prefix)
     opened = runner.invoke(
         cli,
-        ["breakers", "open", "bank-charge", "0001", "--reason", "bank maintenance", "--for", "30m"],
+        [
+            *("breakers", "open", "bank-charge", "0001", "--reason", "bank maintenance"),
+            *("--for", "30m", "--create"),
+        ],
         env=env,
     )
     assert opened.exit_code == 0, opened.output
@@ -544,10 +547,36 @@ def test_breakers_close_a_whole_vendor(redis_url, key_prefix):
     runner = CliRunner()
     env = _breakers_env(redis_url, key_prefix)
     result = runner.invoke(
-        cli, ["breakers", "close", "fx-quotes", "--reason", "false alarm"], env=env
+        cli, ["breakers", "close", "fx-quotes", "--reason", "false alarm", "--create"], env=env
     )
     assert result.exit_code == 0, result.output
     assert "until `router breakers clear`" in result.output
+
+
+def test_breakers_open_of_an_unknown_breaker_asks_for_create_and_writes_nothing(
+    redis_url, key_prefix
+):
+    runner = CliRunner()
+    env = _breakers_env(redis_url, key_prefix)
+    opened = ["breakers", "open", "bank-charge", "0001", "--reason", "maintenance"]
+    nothing = runner.invoke(cli, opened, env=env)
+    assert nothing.exit_code == 2
+    assert "no breaker bank-charge 0001 (no breaker has been written yet" in nothing.output
+    assert "pass --create to create it" in nothing.output
+    assert runner.invoke(cli, [*opened, "--create"], env=env).exit_code == 0
+
+    typo = runner.invoke(cli, ["breakers", "close", "bank-chrage", "--reason", "x"], env=env)
+    assert typo.exit_code == 2
+    assert "no breaker bank-chrage (known breakers: bank-charge)" in typo.output
+    other_key = runner.invoke(
+        cli, ["breakers", "open", "bank-charge", "001", "--reason", "x"], env=env
+    )
+    assert other_key.exit_code == 2
+    assert "bank-charge has keys 0001" in other_key.output
+    cleared = runner.invoke(cli, ["breakers", "clear", "bank-charge", "0002"], env=env)
+    assert cleared.exit_code == 2 and "nothing to clear" in cleared.output
+    [state] = json.loads(runner.invoke(cli, ["breakers", "list", "--json"], env=env).output)
+    assert (state["name"], state["key"]) == ("bank-charge", "0001")
 
 
 @pytest.mark.parametrize(

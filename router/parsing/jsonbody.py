@@ -30,6 +30,20 @@ def _deeper_than(data: Any, limit: int) -> bool:
     return False
 
 
+def refuse_json_of_another_type(raw: bytes, content_type: str | None) -> None:
+    """A 415 naming the header to add, for a JSON object sent as another Content-Type.
+
+    `curl -d @payload.json` sends form encoding unless told otherwise; read as a form, the JSON
+    would be one odd key and the answer would blame a missing field instead of the header.
+    """
+    if raw.lstrip()[:1] == b"{":
+        raise PayloadError(
+            f"the body is JSON but its Content-Type is {content_type or 'not set'}: send it as "
+            "application/json (with curl: -H 'Content-Type: application/json')",
+            status=415,
+        )
+
+
 def parse_json_object(raw: bytes, *, what: str, not_object_status: int = 422) -> dict[str, Any]:
     """Decode `raw`; refuse what is not a JSON object or cannot be stored and re-sent as UTF-8."""
     too_deep = PayloadError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", status=400)
