@@ -26,7 +26,7 @@ from router.config import (
     parse_log_settings,
     settings_for,
 )
-from router.demo import demo
+from router.demo import demo, send_example
 from router.errors import ConfigError
 from router.keys import RouterKeys
 from router.parsing.conditionals import LintReport, lint_message
@@ -298,6 +298,7 @@ def dlq_purge(delivery_ids: tuple[str, ...], select_all: bool, yes: bool) -> Non
 
 cli.add_command(breakers)
 cli.add_command(demo)
+cli.add_command(send_example)
 cli.add_command(reconcile)
 
 

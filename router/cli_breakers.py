@@ -129,6 +129,17 @@ def history(
         click.echo("No history for that breaker.")
     for entry in entries:
         who = entry.by or entry.source or "-"
+        if entry.stale:
+            click.echo(
+                f"{when(entry.time_ms)}  {entry.old_state:>13}    (unchanged)   "
+                f"{entry.action:<15} {who}: {entry.reason}"
+            )
+            click.echo(
+                f"{'':<21}ignored: this event (at {when(entry.version)}) is older than the "
+                f"one the breaker holds (at {when(entry.newer_version)}, "
+                f"{entry.newer_source or 'unknown source'})"
+            )
+            continue
         click.echo(
             f"{when(entry.time_ms)}  {entry.old_state:>13} -> {entry.new_state:<13} "
             f"{entry.action:<15} {who}: {entry.reason}"

@@ -7,6 +7,7 @@ the router as Datadog's webhook would, and shows the example service's breaker f
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -17,6 +18,10 @@ DEMO_MONITOR_ID = "1001"
 DEMO_MONITOR_NAME = "Bank charge API errors"
 DEMO_GROUPS = ("bank_code:0001,env:prod", "bank_code:0002,env:prod")
 WAIT_S = 10.0
+# Where `router dev` puts its parts when the ports are free.
+DEFAULT_ROUTER = "http://127.0.0.1:8000"
+DEFAULT_SERVICE = "http://127.0.0.1:8001"
+DEFAULT_STUB = "http://127.0.0.1:8002"
 
 
 def datadog_payload(
@@ -51,6 +56,22 @@ def datadog_payload(
         "org_id": "11023",
         "event_type": "query_alert_monitor",
     }
+
+
+# What `router send-example` sends: the demo monitor's alert or recovery for bank 0001.
+EXAMPLE_TRANSITIONS = {"alert": "Triggered", "recovery": "Recovered"}
+EXAMPLE_GROUP_STATES = {"alert": "Alert", "recovery": "OK"}
+
+
+def example_payload(kind: str, callback_url: str, *, now_ms: int) -> dict[str, Any]:
+    """`docs/examples/<kind>.json` as of `now_ms`: a fresh event id and the current date, so a
+    breaker that holds a newer event (the demo's, an earlier example's) does not ignore it."""
+    return datadog_payload(
+        callback_url,
+        event_id=str(now_ms * 1000),
+        transition=EXAMPLE_TRANSITIONS[kind],
+        date_ms=now_ms,
+    )
 
 
 class Demo:
@@ -93,6 +114,9 @@ class Demo:
             transition=transition,
             date_ms=now_ms,
         )
+        self.post(payload)
+
+    def post(self, payload: dict[str, Any]) -> None:
         response = self.http.post(
             f"{self.router}/webhooks/datadog",
             json=payload,
@@ -157,16 +181,65 @@ class Demo:
         )
 
 
+def dev_options(command: Any) -> Any:
+    """Where `router dev`'s parts listen (its defaults), for the commands that talk to them."""
+    for option in reversed(
+        [
+            click.option("--router", default=DEFAULT_ROUTER, show_default=True),
+            click.option("--service", default=DEFAULT_SERVICE, show_default=True),
+            click.option("--stub", default=DEFAULT_STUB, show_default=True),
+            click.option(
+                "--token", envvar="ROUTER_INBOUND_TOKEN", default="dev-token", show_default=True
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _no_dev(exc: httpx.HTTPError) -> click.ClickException:
+    return click.ClickException(f"{exc}; is `router dev` (make dev) running in another terminal?")
+
+
 @click.command()
-@click.option("--router", default="http://127.0.0.1:8000", show_default=True)
-@click.option("--service", default="http://127.0.0.1:8001", show_default=True)
-@click.option("--stub", default="http://127.0.0.1:8002", show_default=True)
-@click.option("--token", envvar="ROUTER_INBOUND_TOKEN", default="dev-token", show_default=True)
+@dev_options
 def demo(router: str, service: str, stub: str, token: str) -> None:
     """Fire an alert and a recovery at `router dev` and show the example breaker follow."""
     try:
         Demo(router.rstrip("/"), service.rstrip("/"), stub.rstrip("/"), token).run()
     except httpx.HTTPError as exc:
-        raise click.ClickException(
-            f"{exc}; is `router dev` (make dev) running in another terminal?"
-        ) from exc
+        raise _no_dev(exc) from exc
+
+
+@click.command("send-example")
+@click.argument("kind", type=click.Choice(sorted(EXAMPLE_TRANSITIONS)))
+@dev_options
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Print the payload (for curl -d @-) instead of sending it.",
+)
+def send_example(
+    kind: str, router: str, service: str, stub: str, token: str, print_only: bool
+) -> None:
+    """Send docs/examples/KIND.json to `router dev` as of now: bank 0001 alerts or recovers.
+
+    The files carry a fixed date, which a breaker holding a newer event ignores; this sends
+    the same payload with the current time and a fresh event id."""
+    payload = example_payload(kind, f"{service.rstrip('/')}/breaker/callback", now_ms=_now_ms())
+    if print_only:
+        click.echo(json.dumps(payload, indent=2))
+        return
+    sender = Demo(router.rstrip("/"), service.rstrip("/"), stub.rstrip("/"), token)
+    try:
+        # The stub plays Datadog's truth, which the reconciler compares with what was sent.
+        groups = {DEMO_GROUPS[0]: EXAMPLE_GROUP_STATES[kind]}
+        sender.tell_stub(f"/stub/monitors/{DEMO_MONITOR_ID}/groups", groups)
+        sender.post(payload)
+    except httpx.HTTPError as exc:
+        raise _no_dev(exc) from exc
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -8,7 +8,10 @@ gunicorn, a worker, and the example service; prefixes their output; stops them a
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 import click
 import httpx
 import redis
+
+from router import demo
 
 # Fixed where free, so the README's commands work as written; another port is chosen if not.
 DEFAULT_WEB_PORT = 8000
@@ -85,6 +90,36 @@ def redis_ok(url: str) -> Callable[[], bool]:
     return check
 
 
+# Loggers whose routine lines (INFO and below) drown the ones a first look is about: every
+# request's access line (the demo polls the service many times a second) and every HTTP call.
+QUIET_LOGGERS = ("werkzeug", "gunicorn.access", "httpx")
+_ROUTINE = re.compile(
+    r"^\S+ \S+ (?:DEBUG|INFO) (?:" + "|".join(map(re.escape, QUIET_LOGGERS)) + r") "
+)
+# Flask's development-server banner, printed without a logger.
+_BANNER = (" * Serving Flask app", " * Debug mode:", " * Running on")
+
+
+def is_routine(line: str) -> bool:
+    """True for a child's line `router dev` leaves out: access logs, HTTP calls, banners.
+
+    What stays: each webhook received and queued (web), each delivery attempt (worker), each
+    breaker change and ignored event (the service's callback helper), and every warning."""
+    if line.startswith(_BANNER) or _ROUTINE.match(line):
+        return True
+    if line.startswith("{"):  # ROUTER_LOG_FORMAT=json
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return False
+        return (
+            isinstance(entry, dict)
+            and entry.get("logger") in QUIET_LOGGERS
+            and entry.get("level") in ("DEBUG", "INFO")
+        )
+    return False
+
+
 @dataclass
 class Child:
     name: str
@@ -95,7 +130,9 @@ def _pump(child: Child) -> None:
     prefix = click.style(f"{child.name:>7} |", fg=COLOURS.get(child.name, "white"))
     assert child.proc.stdout is not None
     for raw in iter(child.proc.stdout.readline, b""):
-        click.echo(f"{prefix} {raw.decode(errors='replace').rstrip()}")
+        line = raw.decode(errors="replace").rstrip()
+        if not is_routine(line):
+            click.echo(f"{prefix} {line}")
 
 
 @contextmanager
@@ -140,6 +177,9 @@ def embedded_redis(stack: ExitStack, kind: str = "auto") -> Iterator[str]:
             "",
             "--appendonly",
             "no",
+            # Its start-up banner says nothing a first look needs; warnings still show.
+            "--loglevel",
+            "warning",
             "--dir",
             workdir,
         ]
@@ -188,6 +228,8 @@ def new_signing_secret() -> str:
 
 def run_dev(web_port: int | None = None, redis_kind: str = "auto") -> None:
     python = sys.executable
+    # Its own readiness polls are not news either.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     with ExitStack() as stack:
         redis_url = os.environ.get("REDIS_URL") or stack.enter_context(
             embedded_redis(stack, redis_kind)
@@ -241,6 +283,13 @@ def run_dev(web_port: int | None = None, redis_kind: str = "auto") -> None:
 def print_welcome(web: int, service_url: str, env: Mapping[str, str]) -> None:
     base = f"http://127.0.0.1:{web}"
     token = env["ROUTER_INBOUND_TOKEN"]
+    # The commands' defaults are the usual ports; name only those that differ this time.
+    stub = env["DD_API_HOST"]
+    service_option = f" --service {service_url}" if service_url != demo.DEFAULT_SERVICE else ""
+    where = (f" --router {base}" if base != demo.DEFAULT_ROUTER else "") + service_option
+    where += f" --stub {stub}" if stub != demo.DEFAULT_STUB else ""
+    if token != DEV_INBOUND_TOKEN:
+        where += " --token $ROUTER_INBOUND_TOKEN"
     click.secho(
         f"""
 breaker-router is up.
@@ -250,12 +299,16 @@ breaker-router is up.
   Redis            {env["REDIS_URL"]}   (for the CLI: export REDIS_URL={env["REDIS_URL"]})
 
 Try it, in another terminal:
-  .venv/bin/router demo --router {base} --service {service_url} --stub {env["DD_API_HOST"]}
-or by hand, a Datadog-shaped alert for bank 0001:
-  curl -s -X POST {base}/webhooks/datadog -H 'Authorization: Bearer {token}' \\
-    -H 'Content-Type: application/json' -d @docs/examples/alert.json
+  .venv/bin/router demo{where}
+or step by step, a Datadog-shaped alert for bank 0001 (then `recovery`):
+  .venv/bin/router send-example alert{where}
+or the same with curl:
+  .venv/bin/router send-example alert --print{service_option} | curl -s -X POST \\
+    {base}/webhooks/datadog -H 'Authorization: Bearer {token}' \\
+    -H 'Content-Type: application/json' -d @-
   curl -s -X POST {service_url}/charges -H 'Content-Type: application/json' \\
     -d '{{"bank_code": "0001", "amount": 100}}'
+This terminal shows each notification received, each delivery and each breaker change.
 Ctrl-C stops everything.
 """,
         fg="magenta",

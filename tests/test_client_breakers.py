@@ -191,6 +191,7 @@ def test_forced_open_survives_monitor_writes_then_expires_to_the_latest_truth(
     assert [(h.action, h.old_state, h.new_state, h.monitor_state) for h in history] == [
         ("open", "closed", "open", "open"),
         ("override_expired", "forced_open", "closed", "closed"),
+        ("stale_open", "forced_open", "forced_open", "closed"),  # the late alert, ignored
         ("close", "forced_open", "forced_open", "closed"),
         ("open", "forced_open", "forced_open", "open"),
         ("force_open", "closed", "forced_open", "closed"),
@@ -229,8 +230,9 @@ def test_history_records_every_change_and_is_capped(make_breakers: MakeBreakers)
     b = make_breakers(sync=False, history_max=5)
     b.open("bank-charge", "0001", reason="r1", version=T0_MS + 1, source="monitor:1 event:e1")
     b.open("bank-charge", "0001", reason="dup", version=T0_MS + 1)  # unchanged: not a change
-    b.open("bank-charge", "0001", reason="old", version=T0_MS)  # stale: not a change
-    entries = b.history("bank-charge", "0001")
+    b.open("bank-charge", "0001", reason="old", version=T0_MS)  # stale: listed as ignored
+    stale, *entries = b.history("bank-charge", "0001")
+    assert (stale.action, stale.version, stale.newer_version) == ("stale_open", T0_MS, T0_MS + 1)
     assert len(entries) == 1
     first = entries[0]
     assert (first.name, first.key, first.action, first.old_state, first.new_state) == (

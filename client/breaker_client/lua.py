@@ -79,6 +79,19 @@ local function log_change(c, time_s, action, old, new, h, now, reason, source, b
     'expires_at_ms', override_active(h, now) and (h['forced_until_ms'] or '') or '')
 end
 
+-- A monitor write refused because the breaker holds a newer event: logged (not applied), with
+-- the event it lost to, so "why did my alert do nothing?" has an answer in the history.
+local function log_stale(c, a, h, state, now)
+  local newer_source = h['version_source']
+  if newer_source == nil or newer_source == '' then newer_source = h['source'] or '' end
+  redis.call('XADD', c.hist, 'MAXLEN', c.hist_max, '*',
+    'time_ms', a.now_s, 'name', c.name, 'key', c.key, 'action', 'stale_' .. a.action,
+    'old_state', state, 'new_state', state, 'monitor_state', monitor_state(h, now),
+    'reason', a.reason, 'source', a.source, 'version', a.version or '',
+    'forced', override_active(h, now) and '1' or '0', 'by', '', 'expires_at_ms', '',
+    'newer_version', h['version'] or '', 'newer_source', newer_source)
+end
+
 -- Apply one action to one breaker. `c` carries the breaker's keys and names; `a` the action.
 -- Returns {outcome, old_state, new_state, HGETALL of the record after}.
 local function apply(c, a)
@@ -95,6 +108,7 @@ local function apply(c, a)
     local v, stored = num(version), num(h['version'])
     if v ~= nil and stored ~= nil and v < stored then
       local state = effective(h, now)
+      if a.note_stale then log_stale(c, a, h, state, now) end
       return {'stale', state, state, redis.call('HGETALL', c.rec)}
     end
     if v == nil then
@@ -130,6 +144,8 @@ local function apply(c, a)
     if h['version'] ~= version then
       h['version'] = version
       set[#set + 1] = 'version'; set[#set + 1] = version
+      -- Which event holds the version, so a write it makes stale can say what it lost to.
+      set[#set + 1] = 'version_source'; set[#set + 1] = source
       touched = true
     end
     if new_mon ~= old_mon then
@@ -214,7 +230,7 @@ local c = {rec = KEYS[1], hist = KEYS[2], index = KEYS[3], member = ARGV[1], nam
            key = ARGV[3], hist_max = ARGV[10], channel = ARGV[11]}
 local a = {action = ARGV[4], reason = ARGV[5], source = ARGV[6], version = ARGV[7],
            now = tonumber(ARGV[8]), now_s = ARGV[8], ramp_ms = tonumber(ARGV[9]), ramp_s = ARGV[9],
-           by = ARGV[12], until_s = ARGV[13]}
+           by = ARGV[12], until_s = ARGV[13], note_stale = true}
 return apply(c, a)
 """
 )
@@ -306,7 +322,10 @@ for _, item in ipairs(todo) do
   local a = {action = action, log_action = 'snapshot_' .. action, reason = ARGV[4],
              source = ARGV[5], version = version, now = tonumber(ARGV[7]), now_s = ARGV[7],
              ramp_ms = tonumber(ARGV[8]), ramp_s = ARGV[8], by = '', until_s = '',
-             implicit = item[4]}
+             implicit = item[4],
+             -- Only a key asserted at the event's own time is what the event was about; the
+             -- others come from a read and may well be older than what is stored.
+             note_stale = not item[4] and ARGV[6] ~= '' and version == ARGV[6]}
   local r = apply(c, a)
   results[#results + 1] = {member, r[1], r[2], r[3], r[4]}
 end

@@ -187,6 +187,8 @@ class WriteResult:
     version: int | None
     # An override is in force, so callers do not see this monitor write until it ends.
     forced: bool
+    # When stale: the source of the newer event the breaker holds (monitor, event, delivery).
+    newer_source: str | None = None
 
     @property
     def applied(self) -> bool:
@@ -209,7 +211,8 @@ class HistoryEntry:
     name: str
     key: str | None
     # open, close, snapshot_open, snapshot_close, force_open, force_closed, clear,
-    # override_expired, shadow_on, shadow_off
+    # override_expired, shadow_on, shadow_off; stale_open, stale_close: an older event
+    # ignored (the state is unchanged)
     action: str
     old_state: str
     new_state: str
@@ -220,6 +223,13 @@ class HistoryEntry:
     forced: bool
     by: str | None
     expires_at_ms: int | None
+    # For a stale entry: the newer event's time (ms) and source, which the ignored one lost to.
+    newer_version: int | None = None
+    newer_source: str | None = None
+
+    @property
+    def stale(self) -> bool:
+        return self.action.startswith("stale_")
 
     @classmethod
     def from_stream(cls, entry_id: str, fields: Mapping[str, str]) -> HistoryEntry:
@@ -239,6 +249,8 @@ class HistoryEntry:
             forced=fields.get("forced") == "1",
             by=fields.get("by") or None,
             expires_at_ms=_int(fields.get("expires_at_ms")),
+            newer_version=_int(fields.get("newer_version")),
+            newer_source=fields.get("newer_source") or None,
         )
 
     def to_dict(self) -> dict[str, Any]:

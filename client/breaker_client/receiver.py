@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from breaker_client.breakers import Breakers
@@ -173,6 +174,52 @@ def _keyless_groups(event: CallbackEvent) -> tuple[list[GroupStatus], int | None
     return [GroupStatus(identity, status, event.version, notified)], None
 
 
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return "an unknown time"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def _target(result: WriteResult) -> str:
+    return result.name if result.key is None else f"{result.name} {result.key}"
+
+
+def log_outcomes(
+    results: Sequence[WriteResult],
+    event: CallbackEvent,
+    ids: str,
+    *,
+    own: Sequence[WriteResult] | None = None,
+) -> None:
+    """One line per breaker that changed, and one when the event's `own` writes (default:
+    all) were refused as older than what the breaker holds, naming the newer event."""
+    for result in results:
+        if result.changed:
+            log.info(
+                "breaker %s: %s -> %s (%s; %s)",
+                _target(result),
+                result.old_state,
+                result.new_state,
+                event.transition,
+                ids,
+            )
+    for result in results if own is None else own:
+        if result.outcome != "stale":
+            continue
+        target = _target(result)
+        log.warning(
+            "breaker callback: %s ignored this %s from %s: the breaker already holds a newer "
+            "event from %s (%s); `router breakers history %s` shows it (%s)",
+            target,
+            event.transition,
+            _iso(event.version),
+            _iso(result.version),
+            result.newer_source or "unknown source",
+            target,
+            ids,
+        )
+
+
 def _nothing_to_apply(event: CallbackEvent, ids: str) -> None:
     log.info(
         "breaker callback: %s tells no group status; nothing to apply (%s)", event.transition, ids
@@ -217,6 +264,7 @@ def apply_callback(
             ramp=ramp,
             complete_as_of=as_of,
         )
+        log_outcomes([written], event, ids)
         return [written]
     if event.enrichment.complete and event.monitor.groups:
         states: dict[str | None, bool | str] = {}
@@ -228,7 +276,7 @@ def apply_callback(
             states[value] = bool(states.get(value)) or group.status in open_statuses
             versions[value] = max(versions.get(value) or 0, group_version)
         if states:
-            return breakers.apply_snapshot(
+            snapshot = breakers.apply_snapshot(
                 name,
                 states,
                 reason=reason,
@@ -239,6 +287,11 @@ def apply_callback(
                 # Keys of this breaker fed by another monitor are not this one's to close.
                 owner=f"monitor:{event.monitor.id} " if event.monitor.id else None,
             )
+            # Only the notified group's key is this event's to lose; the others are from a read.
+            notified_key = event.tag_value(tag)
+            own = [r for r in snapshot if r.key == notified_key]
+            log_outcomes(snapshot, event, ids, own=own)
+            return snapshot
         log.warning("breaker callback: no monitor group is tagged %s: (%s)", tag, ids)
     key = event.tag_value(tag)
     status = _notified_status(event)
@@ -249,5 +302,10 @@ def apply_callback(
         _nothing_to_apply(event, ids)
         return []
     if status in open_statuses:
-        return [breakers.open(name, key, reason=reason, version=version, source=source)]
-    return [breakers.close(name, key, reason=reason, version=version, source=source, ramp=ramp)]
+        written = breakers.open(name, key, reason=reason, version=version, source=source)
+    else:
+        written = breakers.close(
+            name, key, reason=reason, version=version, source=source, ramp=ramp
+        )
+    log_outcomes([written], event, ids)
+    return [written]

@@ -329,6 +329,10 @@ class Store:
 def _result(member: str, reply: Sequence[Any]) -> tuple[WriteResult, Record]:
     outcome, old, new, flat = reply
     record = Record.from_flat(member, cast(list[str], flat))
+    newer_source = None
+    if outcome == "stale":
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        newer_source = fields.get("version_source") or record.source
     result = WriteResult(
         name=record.name,
         key=record.key,
@@ -337,6 +341,7 @@ def _result(member: str, reply: Sequence[Any]) -> tuple[WriteResult, Record]:
         new_state=cast(State, new),
         version=record.version,
         forced=str(new).startswith("forced_"),
+        newer_source=newer_source,
     )
     return result, record
 

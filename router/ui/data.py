@@ -140,7 +140,8 @@ def timeline(history: list[HistoryEntry], now: int, *, ramp_ms: int = 0) -> dict
 
     Each change holds until the next; a recovery ramp ends by itself after `ramp_ms` with no
     history entry, so a `recovering` segment turns `closed` there."""
-    changes = sorted(history, key=lambda e: e.time_ms)
+    # An ignored (stale) event is listed in the history but changed nothing to draw.
+    changes = sorted((e for e in history if not e.stale), key=lambda e: e.time_ms)
     if not changes:
         return {"start_ms": now, "end_ms": now, "segments": [], "marks": []}
     start = min(changes[0].time_ms, now - TIMELINE_MIN_SPAN_MS)
