@@ -20,9 +20,12 @@ from router.cli_output import emit_json, when
 from router.cli_reconcile import reconcile
 from router.config import (
     DEFAULT_CALLBACK_KEYWORD,
+    DEFAULT_RECONCILE_INTERVAL_S,
     REDIS_URL_EXAMPLE,
     Settings,
+    format_duration,
     parse_callback_allow,
+    parse_duration,
     parse_log_settings,
     settings_for,
 )
@@ -112,10 +115,25 @@ def secret() -> None:
     envvar="ROUTER_CALLBACK_ALLOW",
     help="URL prefixes the workers may call (ROUTER_CALLBACK_ALLOW); others get a warning.",
 )
+@click.option(
+    "--reconcile-interval",
+    envvar="ROUTER_RECONCILE_INTERVAL",
+    default=format_duration(DEFAULT_RECONCILE_INTERVAL_S),
+    show_default=True,
+    help="How often the workers' reconciler runs (ROUTER_RECONCILE_INTERVAL).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def lint_message_command(source: TextIO, keyword: str, allow: str | None, as_json: bool) -> None:
+def lint_message_command(
+    source: TextIO, keyword: str, allow: str | None, reconcile_interval: str, as_json: bool
+) -> None:
     """Show which callback URLs a monitor message (FILE, or - for stdin) yields per transition."""
-    report = check_allowed(lint_message(source.read(), keyword), allow)
+    try:
+        interval_s = parse_duration(reconcile_interval, name="ROUTER_RECONCILE_INTERVAL")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--reconcile-interval'") from exc
+    report = check_allowed(
+        lint_message(source.read(), keyword, reconcile_interval_s=interval_s), allow
+    )
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -8,6 +8,7 @@ the router as Datadog's webhook would, and shows the example service's breaker f
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from typing import Any
 
@@ -68,7 +69,8 @@ def example_payload(kind: str, callback_url: str, *, now_ms: int) -> dict[str, A
     breaker that holds a newer event (the demo's, an earlier example's) does not ignore it."""
     return datadog_payload(
         callback_url,
-        event_id=str(now_ms * 1000),
+        # Unique even for two sends in one millisecond: the router drops a repeated event id.
+        event_id=str(now_ms * 1000 + secrets.randbelow(1000)),
         transition=EXAMPLE_TRANSITIONS[kind],
         date_ms=now_ms,
     )

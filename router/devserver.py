@@ -295,6 +295,7 @@ def print_welcome(web: int, service_url: str, env: Mapping[str, str]) -> None:
 breaker-router is up.
   router web       {base}   (health {base}/readyz, metrics {base}/metrics)
   example service  {service_url}   (callback {service_url}/breaker/callback)
+  Datadog API stub {stub}
   inbound token    {token}
   Redis            {env["REDIS_URL"]}   (for the CLI: export REDIS_URL={env["REDIS_URL"]})
 

@@ -26,7 +26,7 @@ from tests.support import ROOT, router_env
 CALLBACK = "https://bank-charge.internal/breaker/callback"
 MESSAGE = f"""Charges failing for {{{{bank_code.name}}}}
 {{{{#is_alert}}}}circuit-breaker-callback: {CALLBACK}{{{{/is_alert}}}}
-{{{{#is_alert_recovery}}}}circuit-breaker-callback: {CALLBACK}{{{{/is_alert_recovery}}}}
+{{{{#is_recovery}}}}circuit-breaker-callback: {CALLBACK}{{{{/is_recovery}}}}
 @webhook-breaker-router
 """
 NO_CALLBACK_MESSAGE = "Disk is full on {{host.name}} @webhook-breaker-router\n"
@@ -36,9 +36,9 @@ EXPECTED_LINT = {
     "warning_to_alert": CALLBACK,
     "alert_to_warning": "-",
     "alert_recovery": CALLBACK,
-    "warning_recovery": "-",
+    "warning_recovery": CALLBACK,
     "no_data": "-",
-    "no_data_recovery": "-",
+    "no_data_recovery": CALLBACK,
     "renotify": CALLBACK,
 }
 
@@ -229,6 +229,16 @@ def test_lint_message_json(message, ok, exit_code):
     expected = {k: ([v] if v != "-" and ok else []) for k, v in EXPECTED_LINT.items()}
     assert by_transition == expected
     assert bool(report["problems"]) is not ok
+
+
+def test_lint_message_names_the_reconcile_interval_for_an_alert_without_recovery():
+    message = f"{{{{#is_alert}}}}circuit-breaker-callback: {CALLBACK}{{{{/is_alert}}}} @webhook-x"
+    result = invoke({"ROUTER_RECONCILE_INTERVAL": "5m"}, "lint-message", "-", input=message)
+    assert result.exit_code == 0  # a warning: the reconciler closes it eventually
+    assert "within about 2 x ROUTER_RECONCILE_INTERVAL (10m)" in result.stderr
+    assert f"note: {CALLBACK}: on no_data" in result.stdout
+    bad = invoke({}, "lint-message", "-", "--reconcile-interval", "often", input=message)
+    assert bad.exit_code == 2 and "ROUTER_RECONCILE_INTERVAL: expected a duration" in bad.stderr
 
 
 def test_lint_message_of_a_missing_file_is_a_usage_error(tmp_path: Path):

@@ -178,10 +178,33 @@ def test_lint_design_message() -> None:
         "renotify": (CB,),
     }
     assert report.problems == ()
-    assert report.warnings == ()
-    assert report.notes == ()
+    # Alert -> Warn -> OK sends warning_recovery, which {{#is_alert_recovery}} does not cover.
+    assert report.warnings == (
+        f"{CB} is called on alert_recovery but not on warning_recovery: a monitor with a "
+        "warning threshold that falls back to Warn before it recovers sends warning_recovery, "
+        "so a breaker it opened is closed only by the reconciler, within about 2 x "
+        "ROUTER_RECONCILE_INTERVAL (2m), and only if the workers have DD_API_KEY and "
+        "DD_APP_KEY; use {{#is_recovery}} (every recovery) for the recovery line, unless the "
+        "monitor has no warning threshold",
+    )
+    assert [note.split(": ", 1)[1].split(" (")[0] for note in report.notes] == [
+        "on warning",
+        "on alert_to_warning",
+        "on no_data",
+    ]
+    assert "the breaker stays closed" in report.notes[0] and "'Warn'" in report.notes[0]
+    assert "stays open until a recovery" in report.notes[1]
+    assert "keeps its state" in report.notes[2] and "'No Data'" in report.notes[2]
     assert report.ok
     assert report.transitions[0] == TransitionLint("alert", (CB,), ("@webhook-breaker-router",), ())
+
+
+def test_lint_the_readme_message_covers_every_recovery() -> None:
+    message = DESIGN_MESSAGE.replace("is_alert_recovery", "is_recovery")
+    report = lint_message(message, KEYWORD)
+    assert report.warnings == () and report.problems == ()
+    urls = {result.transition: result.callback_urls for result in report.transitions}
+    assert urls["warning_recovery"] == urls["no_data_recovery"] == (CB,)
 
 
 def test_lint_to_dict_is_json() -> None:
@@ -326,11 +349,13 @@ def test_unconditional_callback_line_warns() -> None:
 
 def test_alert_without_recovery_warns() -> None:
     message = f"@webhook-breaker-router {{{{#is_alert}}}}{KEYWORD}: {CB}{{{{/is_alert}}}}"
-    report = lint_message(message, KEYWORD)
+    report = lint_message(message, KEYWORD, reconcile_interval_s=300)
     assert report.warnings == (
         f"{CB} is called on alert but not on alert_recovery: a breaker it opens is closed "
-        "only by the reconciler",
+        "only by the reconciler, within about 2 x ROUTER_RECONCILE_INTERVAL (10m), and only "
+        "if the workers have DD_API_KEY and DD_APP_KEY; add a {{#is_recovery}} callback line",
     )
+    assert report.ok  # the reconciler exists, so a warning, not an error
 
 
 def test_handle_only_inside_alert_block_warns_for_recovery() -> None:

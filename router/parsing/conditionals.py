@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from router.config import DEFAULT_RECONCILE_INTERVAL_S, format_duration
 from router.parsing.callbacks import CallbackLine, distinct_urls, scan_callback_lines
 
 # The transitions a monitor notification can be rendered for. `alert` and `warning` are from OK;
@@ -126,8 +127,13 @@ def render_for(message: str, transition: str) -> str:
     return _joined(_render(nodes, mode))
 
 
-def lint_message(message: str, keyword: str) -> LintReport:
-    """Which callback URLs each transition yields, and what is wrong with the message."""
+def lint_message(
+    message: str, keyword: str, *, reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
+) -> LintReport:
+    """Which callback URLs each transition yields, and what is wrong with the message.
+
+    `reconcile_interval_s` (ROUTER_RECONCILE_INTERVAL) says how late the reconciler repairs
+    a breaker that a missing callback line leaves open."""
     source = _Source(message)
     nodes, problems, notes = _parse(source)
     results: list[TransitionLint] = []
@@ -154,13 +160,17 @@ def lint_message(message: str, keyword: str) -> LintReport:
         keyword=keyword,
         transitions=tuple(results),
         problems=tuple(problems),
-        warnings=tuple(_warnings(source, nodes, keyword, results)),
-        notes=tuple(notes),
+        warnings=tuple(_warnings(source, nodes, keyword, results, reconcile_interval_s)),
+        notes=(*notes, *_coverage_notes(results)),
     )
 
 
 def _warnings(
-    source: _Source, nodes: list[_Text | _Section], keyword: str, results: list[TransitionLint]
+    source: _Source,
+    nodes: list[_Text | _Section],
+    keyword: str,
+    results: list[TransitionLint],
+    reconcile_interval_s: float,
 ) -> list[str]:
     warnings = [
         f"line {line}: this callback line is outside any conditional, so it fires on every "
@@ -171,11 +181,25 @@ def _warnings(
         )
     ]
     by_name = {result.transition: result for result in results}
+    # A lost edge is repaired once the reconciler has read the monitor: within two intervals.
+    repaired = (
+        f"closed only by the reconciler, within about 2 x ROUTER_RECONCILE_INTERVAL "
+        f"({format_duration(2 * reconcile_interval_s)}), and only if the workers have "
+        "DD_API_KEY and DD_APP_KEY"
+    )
     for url in by_name["alert"].callback_urls:
         if url not in by_name["alert_recovery"].callback_urls:
             warnings.append(
                 f"{url} is called on alert but not on alert_recovery: a breaker it opens is "
-                "closed only by the reconciler"
+                f"{repaired}; add a {{{{#is_recovery}}}} callback line"
+            )
+        elif url not in by_name["warning_recovery"].callback_urls:
+            warnings.append(
+                f"{url} is called on alert_recovery but not on warning_recovery: a monitor "
+                "with a warning threshold that falls back to Warn before it recovers sends "
+                f"warning_recovery, so a breaker it opened is {repaired}; use "
+                "{{#is_recovery}} (every recovery) for the recovery line, unless the monitor "
+                "has no warning threshold"
             )
     unsent = [
         result.transition for result in results if result.callback_urls and not result.handles
@@ -186,6 +210,44 @@ def _warnings(
             "or @sns-... handle, so Datadog sends it nowhere the router hears it"
         )
     return warnings
+
+
+# What a transition that does not call an alert's callback means for the breaker it opened.
+_UNCOVERED = {
+    "warning": (
+        "on warning (OK to Warn) it is not called: the breaker stays closed; to open on "
+        "warnings, put the line in {{#is_warning}} too and list 'Warn' in apply_callback's "
+        "open_statuses"
+    ),
+    "alert_to_warning": (
+        "on alert_to_warning (Alert to Warn) it is not called: an open breaker stays open "
+        "until a recovery (or the reconciler's snapshot, which closes it unless 'Warn' is in "
+        "open_statuses)"
+    ),
+    "no_data": (
+        "on no_data (the monitor stopped getting data) it is not called: the breaker keeps "
+        "its state; to open on silence, put the line in {{#is_no_data}} too and list "
+        "'No Data' in open_statuses"
+    ),
+    "renotify": (
+        "on renotify (a reminder while the monitor still alerts) it is not called: harmless, "
+        "the breaker is already open; {{#is_alert}} covers renotify"
+    ),
+}
+
+
+def _coverage_notes(results: list[TransitionLint]) -> list[str]:
+    """For each URL an alert calls, what each transition it misses means for its breaker."""
+    by_name = {result.transition: result for result in results}
+    notes = []
+    for url in by_name["alert"].callback_urls:
+        missed = [
+            f"{url}: {meaning}"
+            for transition, meaning in _UNCOVERED.items()
+            if url not in by_name[transition].callback_urls
+        ]
+        notes.extend(missed)
+    return notes
 
 
 def _callback_lines(
