@@ -34,6 +34,7 @@ from router.errors import ConfigError
 from router.keys import RouterKeys
 from router.parsing.conditionals import LintReport, lint_message
 from router.queue import Delivery, DeliveryQueue
+from router.redis_check import warn_if_not_durable
 from router.redis_conn import connect
 
 
@@ -71,6 +72,7 @@ def worker() -> None:
 
     settings = settings_for(os.environ, "worker")
     setup_logging(settings)
+    warn_if_not_durable(settings.require_redis())
     runner = Worker(settings)
     runner.install_signal_handlers()
     runner.run()

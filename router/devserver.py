@@ -30,6 +30,7 @@ import httpx
 import redis
 
 from router import demo
+from router.redis_check import WARNING_MARK
 
 # Fixed where free, so the README's commands work as written; another port is chosen if not.
 DEFAULT_WEB_PORT = 8000
@@ -126,17 +127,19 @@ class Child:
     proc: subprocess.Popen[bytes]
 
 
-def _pump(child: Child) -> None:
+def _pump(child: Child, hide: tuple[str, ...] = ()) -> None:
     prefix = click.style(f"{child.name:>7} |", fg=COLOURS.get(child.name, "white"))
     assert child.proc.stdout is not None
     for raw in iter(child.proc.stdout.readline, b""):
         line = raw.decode(errors="replace").rstrip()
-        if not is_routine(line):
+        if not is_routine(line) and not any(text in line for text in hide):
             click.echo(f"{prefix} {line}")
 
 
 @contextmanager
-def spawned(name: str, args: list[str], env: Mapping[str, str]) -> Iterator[Child]:
+def spawned(
+    name: str, args: list[str], env: Mapping[str, str], *, hide: tuple[str, ...] = ()
+) -> Iterator[Child]:
     """Run a child with prefixed output; stop it by pid (TERM, then KILL) on the way out."""
     proc = subprocess.Popen(
         args,
@@ -145,7 +148,7 @@ def spawned(name: str, args: list[str], env: Mapping[str, str]) -> Iterator[Chil
         stderr=subprocess.STDOUT,
     )
     child = Child(name, proc)
-    threading.Thread(target=_pump, args=(child,), daemon=True).start()
+    threading.Thread(target=_pump, args=(child, hide), daemon=True).start()
     try:
         yield child
     finally:
@@ -234,6 +237,8 @@ def run_dev(web_port: int | None = None, redis_kind: str = "auto") -> None:
         redis_url = os.environ.get("REDIS_URL") or stack.enter_context(
             embedded_redis(stack, redis_kind)
         )
+        # The embedded Redis keeps nothing on purpose (the banner says so): not worth warning.
+        hide = () if os.environ.get("REDIS_URL") else (WARNING_MARK,)
         web = pick_port(web_port or int(os.environ.get("PORT", DEFAULT_WEB_PORT)))
         service = pick_port(DEFAULT_SERVICE_PORT)
         stub = pick_port(DEFAULT_STUB_PORT)
@@ -251,7 +256,9 @@ def run_dev(web_port: int | None = None, redis_kind: str = "auto") -> None:
         children: list[Child] = []
 
         def start(name: str, args: list[str], extra: Mapping[str, str] | None = None) -> None:
-            children.append(stack.enter_context(spawned(name, args, {**env, **(extra or {})})))
+            children.append(
+                stack.enter_context(spawned(name, args, {**env, **(extra or {})}, hide=hide))
+            )
 
         start("stub", [python, "-m", "router.datadog_stub", "--port", str(stub), "--demo"])
         # A short ramp, so `router demo` shows the breaker closing within its run.

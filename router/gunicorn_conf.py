@@ -4,7 +4,8 @@ gunicorn owns logging in its processes: this hands it the router's handler and f
 (`ROUTER_LOG_FORMAT`, `ROUTER_LOG_LEVEL`), so its own lines and the app's come out alike.
 Serving the router's app, the master also checks the web's settings once, before any worker
 boots: a missing or malformed setting is one line each on stderr and exit code 2, instead of
-every worker's traceback and gunicorn's "Worker failed to boot".
+every worker's traceback and gunicorn's "Worker failed to boot"; then it warns when Redis
+would not keep what the router acknowledges (`router.redis_check`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from router.config import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, parse_log_settings, settings_for
 from router.errors import ConfigError
 from router.logs import dict_config
+from router.redis_check import warn_if_not_durable
 
 try:
     logconfig_dict = dict_config(*parse_log_settings(os.environ))
@@ -30,11 +32,12 @@ def on_starting(server: Any) -> None:
     if not str(getattr(server.app, "app_uri", "") or "").startswith(ROUTER_APP):
         return  # another app under these settings (bench/_bare_app.py)
     try:
-        settings_for(os.environ, "web")
+        settings = settings_for(os.environ, "web")
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"router web: configuration error: {problem}", file=sys.stderr)
         sys.exit(2)
+    warn_if_not_durable(settings.require_redis())
 
 
 # Threads, not one request per process: a request waiting on Redis leaves the CPU to the
