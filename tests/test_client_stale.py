@@ -102,3 +102,17 @@ def test_breakers_history_shows_what_a_stale_event_lost_to(
         "ignored: this event (at 2026-11-22 12:20:00Z) is older than the one the breaker "
         "holds (at 2026-11-22 12:25:00Z, unknown source)"
     )
+
+
+def test_a_keyless_breakers_stale_event_is_in_its_history(breakers: Breakers) -> None:
+    newer = notification("recovery", event_time_ms=EVENT_MS + 60_000, event_id="777")
+    apply_callback(breakers, event_of(newer), "bank-charge")
+    late = apply_callback(breakers, event_of(notification()), "bank-charge")
+    assert [r.outcome for r in late] == ["stale"]
+    stale, *_ = breakers.history("bank-charge", None, limit=5)
+    assert (stale.action, stale.version, stale.newer_version) == (
+        "stale_open",
+        EVENT_MS,
+        EVENT_MS + 60_000,
+    )
+    assert stale.source == "monitor:123456 event:8123456789012345678 delivery:d-1"

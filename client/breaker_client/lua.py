@@ -89,7 +89,7 @@ local function log_stale(c, a, h, state, now)
     'old_state', state, 'new_state', state, 'monitor_state', monitor_state(h, now),
     'reason', a.reason, 'source', a.source, 'version', a.version or '',
     'forced', override_active(h, now) and '1' or '0', 'by', '', 'expires_at_ms', '',
-    'newer_version', h['version'] or '', 'newer_source', newer_source)
+    'newer_version', a.newer_version or h['version'] or '', 'newer_source', newer_source)
 end
 
 -- Apply one action to one breaker. `c` carries the breaker's keys and names; `a` the action.
@@ -365,6 +365,8 @@ end
 
 local set, listed = {}, {}
 local newest, newest_s = nil, nil
+-- The notification's own group entry, when a newer one is stored: {status, version, newer}.
+local lost = nil
 local function put(g, v_s, status)
   set[#set + 1] = g; set[#set + 1] = v_s .. ' ' .. status
   stored[g] = {v_s, status}
@@ -380,7 +382,11 @@ for i = 0, n - 1 do
   if how ~= 'seen' then
     local old = stored[g]
     local v, ov = tonumber(v_s), old and tonumber(old[1])
-    if ov == nil or v > ov or (how == 'event' and v == ov) then put(g, v_s, status) end
+    if ov == nil or v > ov or (how == 'event' and v == ov) then
+      put(g, v_s, status)
+    elseif how == 'event' then
+      lost = {status, v_s, old[1]}
+    end
   end
 end
 if seen_s ~= '' then
@@ -391,7 +397,13 @@ if seen_s ~= '' then
 end
 
 if #set == 0 then
-  local state = effective(load(c.rec), tonumber(now_s))
+  local h = load(c.rec)
+  local state = effective(h, tonumber(now_s))
+  if lost ~= nil then
+    local a = {action = opens[lost[1]] and 'open' or 'close', now_s = now_s, reason = ARGV[3],
+               source = ARGV[4], version = lost[2], newer_version = lost[3]}
+    log_stale(c, a, h, state, tonumber(now_s))
+  end
   return {'stale', state, state, redis.call('HGETALL', c.rec)}
 end
 -- In slices: unpack() of a very large table overflows Lua's stack.
