@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,16 @@ from flask.testing import FlaskClient
 from router.callback_body import build_callback_body
 from router.redis_check import WARNING_MARK, durability_warnings
 from tests.conftest import free_port
-from tests.support import ROOT, SIGNING_SECRET, process, router_env, wait_for, wait_http
+from tests.payloads import custom_payload
+from tests.support import (
+    INBOUND_TOKEN,
+    ROOT,
+    SIGNING_SECRET,
+    process,
+    router_env,
+    wait_for,
+    wait_http,
+)
 from tests.test_client_callback import enrichment, notification
 
 GUIDE = (ROOT / "docs" / "production.md").read_text()
@@ -216,3 +226,120 @@ print(service.charge("0002", 100))
         "{'bank_code': '0002', 'amount': 100}",
     ]
     assert "pip install ./client" in README and (ROOT / "client" / "pyproject.toml").exists()
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for router.example.com and 127.0.0.1, and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "router.example.com")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("router.example.com"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "router.pem", tmp_path / "router.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def guide_nginx_block() -> str:
+    start = GUIDE.index("```nginx\n") + len("```nginx\n")
+    return GUIDE[start : GUIDE.index("```", start)]
+
+
+def test_the_guides_nginx_config_serves_the_webhooks_over_https_and_nothing_else(
+    tmp_path: Path, redis_url: str, key_prefix: str
+) -> None:
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if nginx is None:
+        pytest.fail("nginx is not installed (scripts/ensure-test-tools installs it)", pytrace=False)
+    cert, key = self_signed(tmp_path)
+    web_port, https_port = free_port(), free_port()
+    server = (
+        guide_nginx_block()
+        .replace("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;")
+        .replace("127.0.0.1:8000;", f"127.0.0.1:{web_port};")
+        .replace("127.0.0.1:8010;", f"127.0.0.1:{web_port};")
+        .replace("/etc/ssl/router.example.com.pem", str(cert))
+        .replace("/etc/ssl/router.example.com.key", str(key))
+    )
+    # What a distribution's nginx.conf around conf.d/ provides, in the test's directory.
+    user = "user root;\n" if os.getuid() == 0 else ""
+    (tmp_path / "nginx.conf").write_text(
+        f"{user}daemon off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "events {}\n"
+        f"http {{\naccess_log off;\nclient_body_temp_path {tmp_path}/body;\n"
+        f"proxy_temp_path {tmp_path}/proxy;\n{server}\n}}\n"
+    )
+    web = [sys.executable, "-m", "gunicorn", "--config", "python:router.gunicorn_conf"]
+    web += ["--bind", f"127.0.0.1:{web_port}", "--no-control-socket", "router.app:create_app()"]
+    proxy = [
+        nginx,
+        "-p",
+        str(tmp_path),
+        "-e",
+        f"{tmp_path}/error.log",
+        "-c",
+        f"{tmp_path}/nginx.conf",
+    ]
+    env = router_env(redis_url, key_prefix)
+    with (
+        process(web, env, log_path=tmp_path / "web.log"),
+        process(proxy, {}, log_path=tmp_path / "nginx.log"),
+    ):
+        wait_http(f"http://127.0.0.1:{web_port}/healthz", timeout=30)
+        base = f"https://127.0.0.1:{https_port}"
+        trust = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(verify=trust, timeout=10) as https:
+            wait_for(lambda: _answers(https, f"{base}/healthz"), timeout=15, what="nginx")
+            payload = custom_payload("http://127.0.0.1:9/breaker/callback")
+            accepted = https.post(
+                f"{base}/webhooks/datadog",
+                json=payload,
+                headers={"Authorization": f"Bearer {INBOUND_TOKEN}"},
+            )
+            assert accepted.status_code == 202, accepted.text
+            assert accepted.json()["status"] == "queued"
+            refused = https.post(f"{base}/webhooks/datadog", json=payload)
+            assert refused.status_code == 401  # the token is checked behind the proxy too
+            for private in ("/ui", "/metrics", "/api/health", "/readyz"):
+                assert https.get(f"{base}{private}").status_code == 403
+
+
+def _answers(client: httpx.Client, url: str) -> bool:
+    try:
+        client.get(url)
+    except httpx.HTTPError:
+        return False
+    return True
