@@ -12,8 +12,8 @@ the 5xx answers the sender saw, by status. Exits 1 if anything is lost or a chec
     PYTHONPATH=. .venv/bin/python bench/faults.py all [--quick] [--notifications N]
     PYTHONPATH=. .venv/bin/python bench/faults.py worker-sigkill redis-restart ...
 
-Scenarios: worker-sigkill, redis-restart, callback-outage, datadog-errors, out-of-order,
-dropped-recovery. `--quick` is the CI size (200 notifications, shorter outages).
+Scenarios: worker-sigkill, redis-restart, redis-kill, callback-outage, datadog-errors,
+out-of-order, dropped-recovery. `--quick` is the CI size (200 notifications, shorter outages).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bench.fault_scenarios import (  # noqa: E402
     Run,
     callback_outage,
     datadog_errors,
+    redis_kill,
     redis_restart,
     worker_sigkill,
 )
@@ -42,6 +43,7 @@ from bench.fault_scenarios import (  # noqa: E402
 SCENARIOS: dict[str, Callable[[Run], Result]] = {
     "worker-sigkill": worker_sigkill,
     "redis-restart": redis_restart,
+    "redis-kill": redis_kill,
     "callback-outage": callback_outage,
     "datadog-errors": datadog_errors,
     "out-of-order": out_of_order,
