@@ -89,6 +89,8 @@ end
 """
 # Backoff while Redis is unreachable, so a restart storm does not hammer it.
 REDIS_BACKOFF_MAX_S = 5.0
+# The first wait before writing an attempt's result again; doubles up to REDIS_BACKOFF_MAX_S.
+RESULT_RETRY_FIRST_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -461,16 +463,21 @@ class Worker:
             ),
         )
         if result.outcome == "delivered":
-            settled = self.queue.complete(claim, delivery, attempt=attempt)
+            settled = self._write_result(
+                lambda: self.queue.complete(claim, delivery, attempt=attempt), delivery
+            )
             self._remember_told(delivery, body)
             if settled == "done" and (alert := breaker_alert(delivery, ready.enrichment)):
                 self.notifier.notify(alert)
         elif result.outcome == "permanent":
-            settled = self._dead(
-                claim, delivery, f"permanent failure: {result.error}", attempt=attempt
+            reason = f"permanent failure: {result.error}"
+            settled = self._write_result(
+                lambda: self._dead(claim, delivery, reason, attempt=attempt), delivery
             )
         else:
-            settled = self._retry_or_give_up(claim, delivery, result, attempt)
+            settled = self._write_result(
+                lambda: self._retry_or_give_up(claim, delivery, result, attempt), delivery
+            )
         if settled != "done":
             log.warning(
                 "result arrived after another worker took it over or it ended (%s); "
@@ -479,6 +486,29 @@ class Worker:
                 extra=_delivery_fields(delivery),
             )
         return result.duration_ms / 1000
+
+    def _write_result(self, write: Callable[[], Settled], delivery: Delivery) -> Settled:
+        """Write an attempt's consequence, waiting out a Redis restart (bounded).
+
+        Left unwritten, the delivery would stay claimed until ROUTER_CLAIM_IDLE and then be
+        sent again by whoever reclaims it. A retried write is safe: the settle script acts only
+        for the claim's holder, so one that already landed makes the next a late result."""
+        deadline = time.monotonic() + self.settings.claim_idle_s
+        delay = RESULT_RETRY_FIRST_S
+        while True:
+            try:
+                return write()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if self._stop.is_set() or time.monotonic() + delay > deadline:
+                    raise  # left claimed: reclaimed after ROUTER_CLAIM_IDLE, as before
+                log.warning(
+                    "Redis unreachable writing the result (%s); trying again in %.1fs",
+                    exc,
+                    delay,
+                    extra=_delivery_fields(delivery),
+                )
+            self._stop.wait(delay)
+            delay = min(delay * 2, REDIS_BACKOFF_MAX_S)
 
     def _remember_told(self, delivery: Delivery, body: dict[str, Any]) -> None:
         """What the callback now knows, for the reconciler (late or not: it was told)."""
