@@ -135,6 +135,8 @@ class Account:
     server_errors: dict[int, int]
     bad_signatures: int
     seconds: float
+    # What the router's records say of the lost ones (status, or "no record"): where to look.
+    lost_states: dict[str, int] = field(default_factory=dict)
 
     def line(self, name: str) -> str:
         errors = ", ".join(f"{s}: {n}" for s, n in self.server_errors.items()) or "none"
@@ -143,7 +145,12 @@ class Account:
             f"delivered {self.delivered:>6}  duplicated {self.duplicated:>4}  "
             f"dead-lettered {self.dead:>5}  lost {self.lost}  5xx answers: {errors}  "
             f"({self.seconds:.1f} s)"
-        )
+        ) + (f"  lost records: {self.lost_states}" if self.lost_states else "")
+
+
+def _state(queue: DeliveryQueue, delivery_id: str) -> str:
+    delivery = queue.load(delivery_id)
+    return "no record" if delivery is None else delivery.status
 
 
 def dead_ids(queue: DeliveryQueue) -> set[str]:
@@ -197,6 +204,7 @@ def account(
         duplicated=endpoint.duplicates(),
         dead=len(storm.accepted_ids & dead),
         lost=len(missing),
+        lost_states=dict(Counter(_state(queue, delivery_id) for delivery_id in missing)),
         server_errors=storm.server_errors(),
         bad_signatures=endpoint.bad_signatures,
         seconds=time.monotonic() - started,
