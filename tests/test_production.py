@@ -72,7 +72,10 @@ def test_two_procfile_web_processes_on_one_host(
     tmp_path: Path, redis_url: str, key_prefix: str
 ) -> None:
     # As the Procfile runs it: its own shell expands $PORT and WEB_CONCURRENCY.
-    command = procfile_command("web").replace("gunicorn ", f"{sys.executable} -m gunicorn ", 1)
+    # `exec`: the shell becomes gunicorn, so stopping the process by pid stops gunicorn.
+    command = "exec " + procfile_command("web").replace(
+        "gunicorn ", f"{sys.executable} -m gunicorn ", 1
+    )
     home = tmp_path / "home"  # where gunicorn would put its per-user control socket
     home.mkdir()
     ports = [free_port(), free_port()]
