@@ -4,8 +4,9 @@
    key prefix of its own. Schemathesis reads `/openapi.json` from it and sends `--examples`
    valid and as many invalid requests per operation (most with the right credentials, so they
    reach the parsers), over real HTTP. Printed: cases, answers by status, 5xx (must be 0), 4xx
-   from /webhooks/ and /api/ without a JSON `{"error": ...}` (must be 0), and the tracebacks
-   gunicorn logged (must be 0).
+   from /webhooks/ and /api/ without a JSON `{"error": ...}` (must be 0), answers whose status
+   or Content-Type the description does not list (must be 0), and the tracebacks gunicorn
+   logged (must be 0).
 2. `tests/test_parsers_property.py` with `--parser-examples` examples per property, seeds
    random (not the suite's fixed ones): only each parser's documented error may escape.
 
@@ -73,12 +74,21 @@ def schemathesis_run(examples: int, logs: Path) -> int:
         print(f"  5xx: {case}")
     for case in report.unreadable_refusals[:10]:
         print(f"  4xx without a JSON error: {case}")
+    for case in report.undescribed_answers[:10]:
+        print(f"  not in the description: {case}")
     if report.not_generated:
         print(f"  {len(report.not_generated)} operation/mode pairs had no case to make:")
         for line in report.not_generated:
             print(f"    {line}")
     return sum(
-        1 for bad in (report.server_error_count, len(report.unreadable_refusals), logged) if bad
+        1
+        for bad in (
+            report.server_error_count,
+            len(report.unreadable_refusals),
+            len(report.undescribed_answers),
+            logged,
+        )
+        if bad
     )
 
 

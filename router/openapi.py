@@ -51,6 +51,11 @@ def _errors(*statuses: str) -> dict[str, Any]:
     }
 
 
+def _page_errors(*statuses: str) -> dict[str, Any]:
+    """The dashboard answers a person: its refusals are pages that say what was wrong."""
+    return {status: _html(_ERROR_STATUSES[status]) for status in statuses}
+
+
 def _json(description: str, schema: Schema | None = None) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema or {"type": "object"}}}}
 
@@ -137,7 +142,7 @@ def _read(summary: str, params: list[Schema], result: str) -> dict[str, Any]:
         "tags": ["api"],
         "summary": summary,
         "parameters": params,
-        "responses": {"200": _json(result), **_errors("400", "404", "503")},
+        "responses": {"200": _json(result), **_errors("400", "404", "422", "503")},
     }
 
 
@@ -160,7 +165,7 @@ def _page(summary: str, params: list[Schema] | None = None) -> dict[str, Any]:
         "tags": ["dashboard"],
         "summary": summary,
         "parameters": params or [],
-        "responses": {"200": _html("the page"), **_errors("400", "404", "503")},
+        "responses": {"200": _html("the page"), **_page_errors("400", "404", "422", "503")},
     }
 
 
@@ -174,7 +179,10 @@ def _form(summary: str, params: list[Schema], fields: dict[str, Schema]) -> dict
             "required": True,
             "content": {FORM: {"schema": {"type": "object", "properties": fields}}},
         },
-        "responses": {"303": _SEE_OTHER, **_errors("400", "401", "403", "404", "409", "422")},
+        "responses": {
+            "303": _SEE_OTHER,
+            **_page_errors("400", "401", "403", "404", "409", "422"),
+        },
     }
 
 

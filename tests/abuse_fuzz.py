@@ -18,10 +18,14 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException, Unsatisfiable
 from schemathesis import Case, GenerationMode
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
 from tests.support import INBOUND_TOKEN
 
 ADMIN_TOKEN = "abuse-admin-token-0123456789abcdef"
+# The description is honest about answers: each status and Content-Type it gives is listed.
+CONFORMANCE = [status_code_conformance, content_type_conformance]
 # A refusal a person can read: every 4xx from these paths is JSON naming the problem.
 JSON_ERROR_PATHS = ("/webhooks/", "/api/")
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -41,6 +45,7 @@ class FuzzReport:
     server_errors: list[str] = field(default_factory=list)
     unreadable_refusals: list[str] = field(default_factory=list)
     server_refusals: int = 0
+    undescribed_answers: list[str] = field(default_factory=list)
     not_generated: list[str] = field(default_factory=list)
 
     @property
@@ -52,7 +57,8 @@ class FuzzReport:
         return (
             f"{self.cases} cases; statuses {counts}; 5xx: {self.server_error_count}; "
             f"4xx without a JSON error: {len(self.unreadable_refusals)}; refused by gunicorn "
-            f"before the app (request line or headers too long): {self.server_refusals}"
+            f"before the app (request line or headers too long): {self.server_refusals}; "
+            f"answers the description does not list: {len(self.undescribed_answers)}"
         )
 
 
@@ -128,7 +134,13 @@ def fuzz(
                     report.server_errors.append(_describe(case, status, body))
                 elif status in SERVER_LIMIT_STATUSES or body.startswith(GUNICORN_PAGE):
                     report.server_refusals += 1
-                elif (
+                    return
+                try:
+                    case.validate_response(response, checks=CONFORMANCE)
+                except FailureGroup as failures:
+                    titles = ", ".join(sorted({failure.title for failure in failures.exceptions}))
+                    report.undescribed_answers.append(f"{titles}: {_describe(case, status, body)}")
+                if (
                     400 <= status < 500
                     and case.operation.path.startswith(JSON_ERROR_PATHS)
                     and not _refusal_is_readable(body)

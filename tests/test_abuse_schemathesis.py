@@ -1,4 +1,5 @@
-"""Schemathesis against the router's own `/openapi.json`, in-process: no 5xx, readable refusals.
+"""Schemathesis against the router's own `/openapi.json`, in-process: no 5xx, readable refusals,
+and no answer the description does not list.
 
 A few hundred cases (4 valid and 4 invalid requests per operation) take about 20 s;
 `bench/abuse.py` runs thousands against gunicorn.
@@ -40,5 +41,7 @@ def test_no_request_the_description_allows_or_breaks_gets_a_5xx(
     assert report.cases >= 250, report.summary()
     assert report.server_errors == [], "\n".join(report.server_errors[:5])
     assert report.unreadable_refusals == [], "\n".join(report.unreadable_refusals[:5])
+    # And /openapi.json lists every status and Content-Type the app answered with.
+    assert report.undescribed_answers == [], "\n".join(report.undescribed_answers[:5])
     # Cases reached past authentication and the parsers, not only their doors.
     assert {200, 202, 400, 401, 404, 422} <= set(report.statuses), report.summary()
