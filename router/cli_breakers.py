@@ -147,21 +147,31 @@ def history(
 
 
 def _refuse_unknown(client: Breakers, name: str, key: str | None, action: str) -> None:
-    """A usage error for a breaker no service has written: most likely a typo."""
+    """Refuse a breaker name no service has written while others exist: most likely a typo.
+
+    A new key of a known name, or any breaker while none exists yet (a fresh system, where
+    there is nothing to misspell), goes ahead with a warning that names what exists; clearing
+    a breaker that does not exist is refused (there is nothing to clear).
+    """
     known = client.list()
     if any(s.name == name and s.key == key for s in known):
         return
     target = name if key is None else f"{name} {key}"
     same_name = sorted(s.key or "(no key)" for s in known if s.name == name)
+    names = sorted({s.name for s in known})
     if same_name:
         seen = f"{name} has keys {', '.join(same_name[:10])}{' …' if len(same_name) > 10 else ''}"
     elif known:
-        names = sorted({s.name for s in known})
         seen = f"known breakers: {', '.join(names[:10])}{' …' if len(names) > 10 else ''}"
     else:
         seen = "no breaker has been written yet (check --prefix / BREAKERS_PREFIX)"
-    hint = "nothing to clear" if action == "clear" else "pass --create to create it"
-    raise click.UsageError(f"no breaker {target} ({seen}); check the spelling, or {hint}")
+    if action == "clear":
+        raise click.UsageError(f"no breaker {target} ({seen}); nothing to clear")
+    if known and not same_name:
+        raise click.UsageError(
+            f"no breaker {target} ({seen}); check the spelling, or pass --create to create it"
+        )
+    click.echo(f"warning: {target} is a new breaker ({seen}); pass --create to say so", err=True)
 
 
 def _override(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from breaker_client import Breakers
 from click.testing import CliRunner, Result
 from standardwebhooks.webhooks import Webhook
 
@@ -563,30 +564,53 @@ def test_breakers_close_a_whole_vendor(redis_url, key_prefix):
     assert "until `router breakers clear`" in result.output
 
 
-def test_breakers_open_of_an_unknown_breaker_asks_for_create_and_writes_nothing(
+def test_breakers_open_of_an_unknown_name_asks_for_create_and_a_new_key_warns(
     redis_url, key_prefix
 ):
     runner = CliRunner()
     env = _breakers_env(redis_url, key_prefix)
-    opened = ["breakers", "open", "bank-charge", "0001", "--reason", "maintenance"]
-    nothing = runner.invoke(cli, opened, env=env)
-    assert nothing.exit_code == 2
-    assert "no breaker bank-charge 0001 (no breaker has been written yet" in nothing.output
-    assert "pass --create to create it" in nothing.output
-    assert runner.invoke(cli, [*opened, "--create"], env=env).exit_code == 0
+    # A fresh system: nothing to misspell, so DESIGN's plain `breakers open` works, with a note.
+    first = ["breakers", "open", "bank-charge", "0001", "--reason", "maintenance"]
+    done = runner.invoke(cli, first, env=env)
+    assert done.exit_code == 0, done.output
+    assert "bank-charge 0001 is a new breaker (no breaker has been written yet" in done.stderr
+    assert "pass --create to say so" in done.stderr
+    assert (
+        Breakers.from_url(redis_url, prefix=key_prefix, sync=False)
+        .state("bank-charge", "0001")
+        .state
+        == "forced_open"
+    )
 
+    # A name nothing has written while others exist: a typo, refused, and nothing written.
     typo = runner.invoke(cli, ["breakers", "close", "bank-chrage", "--reason", "x"], env=env)
     assert typo.exit_code == 2
-    assert "no breaker bank-chrage (known breakers: bank-charge)" in typo.output
-    other_key = runner.invoke(
-        cli, ["breakers", "open", "bank-charge", "001", "--reason", "x"], env=env
+    assert "no breaker bank-chrage (known breakers: bank-charge)" in typo.stderr
+    assert "pass --create to create it" in typo.stderr
+    listed = runner.invoke(cli, ["breakers", "list", "--json"], env=env)
+    assert "bank-chrage" not in listed.stdout
+    assert (
+        runner.invoke(
+            cli, ["breakers", "close", "bank-chrage", "--reason", "x", "--create"], env=env
+        ).exit_code
+        == 0
     )
-    assert other_key.exit_code == 2
-    assert "bank-charge has keys 0001" in other_key.output
-    cleared = runner.invoke(cli, ["breakers", "clear", "bank-charge", "0002"], env=env)
+
+    # A new key of a known name goes ahead, naming the keys it has.
+    other = runner.invoke(
+        cli, ["breakers", "open", "bank-charge", "0002", "--reason", "m"], env=env
+    )
+    assert other.exit_code == 0
+    assert "bank-charge 0002 is a new breaker (bank-charge has keys 0001)" in other.stderr
+    # Clearing what does not exist has nothing to clear, and writes nothing.
+    cleared = runner.invoke(cli, ["breakers", "clear", "bank-charge", "0003"], env=env)
     assert cleared.exit_code == 2 and "nothing to clear" in cleared.output
-    [state] = json.loads(runner.invoke(cli, ["breakers", "list", "--json"], env=env).output)
-    assert (state["name"], state["key"]) == ("bank-charge", "0001")
+    states = json.loads(runner.invoke(cli, ["breakers", "list", "--json"], env=env).stdout)
+    assert sorted((state["name"], state["key"]) for state in states) == [
+        ("bank-charge", "0001"),
+        ("bank-charge", "0002"),
+        ("bank-chrage", None),
+    ]
 
 
 @pytest.mark.parametrize(
