@@ -12,7 +12,7 @@ import breaker_client.sync as sync_module
 import pytest
 import redis as redis_lib
 from breaker_client import Breakers
-from breaker_client.model import RecordRow
+from breaker_client.model import Record, RecordRow
 
 from router.keys import BreakerKeys
 from tests.test_client_sync import wait_until
@@ -196,3 +196,16 @@ def test_a_dropped_handle_is_freed_at_once_not_by_a_full_collection(
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_no_dict_of_the_snapshot_holds_every_row_of_a_large_name() -> None:
+    """A dict that grows copies its whole table in one step, holding the GIL: at 100,000 rows in
+    one dict, ~5 MB and ~4 ms of page faults during a full resync. Rows are sharded instead."""
+    snap = sync_module.Snapshot(lambda: 1_700_000_000_000)
+    rows = [Record(name="bank", key=f"{i:05d}", rev=i + 1).row() for i in range(20_000)]
+    snap.apply_rows(rows)
+    assert snap.count() == 20_000
+    assert max(len(by_key) for by_key in snap.records.values()) < 20_000 / 16
+    assert snap.record("bank", "00042") == Record(name="bank", key="00042", rev=43)
+    snap.remove("bank", "00042")
+    assert snap.record("bank", "00042") is None and snap.count() == 19_999

@@ -45,7 +45,18 @@ GIL_YIELD_S = 0.0002
 FREE_SLICE = 2000
 
 HotMap = dict[str, dict[str | None, Entry]]
-RowMap = dict[str, dict[str | None, RecordRow]]
+# Rows by (name, shard of the key): no single dict holds 100,000 rows, so none grows by copying
+# a table of megabytes (and faulting in its new pages) in one step while other threads wait for
+# the GIL. `hot` stays one dict per name: `is_open` reads it, and it holds only what can refuse.
+RowMap = dict[tuple[str, int], dict[str | None, RecordRow]]
+# Rows of one name per shard at 100,000 keys: ~1,600, a table of ~100 KB.
+ROW_SHARDS = 64
+
+
+def _slot(name: str, key: str | None) -> tuple[str, int]:
+    return name, hash(key) & (ROW_SHARDS - 1)
+
+
 Timed = dict[tuple[str, str | None], float]
 Maps = tuple[RowMap, HotMap, Timed | None]
 # A change seen while a full resync was reading: (name, key, row or None if deleted, revision).
@@ -98,7 +109,7 @@ class Snapshot:
                 self._pending.append((name, key, None, rev))
 
     def record(self, name: str, key: str | None) -> Record | None:
-        row = self.records.get(name, {}).get(key)
+        row = self.records.get(_slot(name, key), {}).get(key)
         return Record(*row) if row is not None else None
 
     def all_records(self) -> list[Record]:
@@ -165,7 +176,7 @@ class Snapshot:
         with self.lock:
             due = [target for target, until in self._timed.items() if until * 1000 <= now_ms]
             for name, key in due:
-                row = self.records.get(name, {}).get(key)
+                row = self.records.get(_slot(name, key), {}).get(key)
                 self._timed.pop((name, key), None)
                 if row is not None:
                     self._publish(self.hot, name, key, compile_entry(row, now_ms), self._timed)
@@ -183,9 +194,10 @@ class Snapshot:
     def _put(self, maps: Maps, row: RecordRow, now_ms: int) -> None:
         records, hot, timed = maps
         name, key = row[0], row[1]
-        by_key = records.get(name)
+        slot = _slot(name, key)
+        by_key = records.get(slot)
         if by_key is None:
-            by_key = records[name] = {}
+            by_key = records[slot] = {}
         held = by_key.get(key)
         if held is not None and held[ROW_REV] > row[ROW_REV]:
             return
@@ -194,13 +206,14 @@ class Snapshot:
 
     def _drop(self, maps: Maps, name: str, key: str | None, rev: int | None) -> None:
         records, hot, timed = maps
-        by_key = records.get(name)
+        slot = _slot(name, key)
+        by_key = records.get(slot)
         held = by_key.get(key) if by_key is not None else None
         if by_key is None or held is None or (rev is not None and held[ROW_REV] > rev):
             return
         del by_key[key]
         if not by_key:
-            del records[name]
+            del records[slot]
         self._publish(hot, name, key, None, timed)
 
     @staticmethod
