@@ -1,12 +1,17 @@
-"""Helpers shared by the benchmarks: the Redis they use, unique key prefixes, percentiles."""
+"""Helpers shared by the benchmarks: the Redis they use, unique key prefixes, percentiles,
+writing or reading children in processes of their own."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import platform
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import redis
@@ -60,3 +65,35 @@ def environment_line(client: redis.Redis) -> str:
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"redis-server {info['redis_version']} at {redis_url()} (loopback TCP)"
     )
+
+
+@contextmanager
+def child(
+    target: Callable[..., None],
+    *args: object,
+    ready_timeout: float = 15.0,
+    stop_timeout: float = 5.0,
+) -> Iterator[Connection]:
+    """Start `target(conn, *args)` in a spawned process and wait until it sends "ready";
+    yields our end of the pipe. Afterwards it is told "stop" and stopped by pid."""
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    proc: BaseProcess = ctx.Process(target=target, args=(theirs, *args), daemon=True)
+    proc.start()
+    try:
+        if not ours.poll(ready_timeout):
+            raise TimeoutError(f"{target.__name__} did not get ready")
+        ready = ours.recv()
+        if ready != "ready":
+            raise RuntimeError(f"{target.__name__}: {ready}")
+        yield ours
+    finally:
+        with suppress(OSError):  # the child may already be gone
+            ours.send("stop")
+        proc.join(stop_timeout)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(stop_timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(stop_timeout)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import os
 import sys
 import threading
@@ -49,7 +48,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 import redis
-from _common import delete_prefixed, environment_line, redis_url, unique_prefix
+from _common import child, delete_prefixed, environment_line, redis_url, unique_prefix
 from breaker_client import Breakers
 from breaker_client.store import Store
 from breaker_client.sync import Snapshot, Syncer
@@ -102,8 +101,9 @@ def fill(client: redis.Redis, keys: BreakerKeys, n: int) -> None:
 
 
 def write_changes(conn: Connection, url: str, prefix: str, codes: list[str], lost: bool) -> None:
-    """In a child process: once told to go, open each code (or close it with its message
-    lost), one every PAUSE_S."""
+    """In a child process (see `_common.child`), started and ready before a phase is measured,
+    since starting a process holds the parent's GIL as long as the fork takes: once told to go,
+    open each code (or close it with its message lost), one every PAUSE_S."""
     writer = Breakers.from_url(url, prefix=prefix, sync=False)
     if lost:
         writer._store.keys = MutedKeys(prefix)
@@ -116,30 +116,16 @@ def write_changes(conn: Connection, url: str, prefix: str, codes: list[str], los
             writer.open(NAME, code, reason="bench: change")
         time.sleep(PAUSE_S)
     writer.stop()
+    conn.send("done")
 
 
-class Child:
-    """A writing child process, started (and ready) before a phase is measured: starting a
-    process holds the parent's GIL for as long as the fork takes, which is not the client's."""
-
-    def __init__(self, target: Callable[..., None], *args: object) -> None:
-        self.conn, theirs = multiprocessing.Pipe()
-        ctx = multiprocessing.get_context("spawn")
-        self.proc = ctx.Process(target=target, args=(theirs, *args), daemon=True)
-        self.proc.start()
-        if not self.conn.poll(CHILD_TIMEOUT_S) or self.conn.recv() != "ready":
-            self.proc.kill()
-            raise SystemExit("bench: the writing child did not get ready")
-
-    def run(self) -> None:
-        """Tell it to go and wait (without the GIL) until it is done, plus long enough for
-        the last change to be handled."""
-        self.conn.send("go")
-        self.proc.join(CHILD_TIMEOUT_S)
-        if self.proc.is_alive() or self.proc.exitcode != 0:
-            self.proc.kill()
-            raise SystemExit(f"bench: the writing child failed (exit code {self.proc.exitcode})")
-        time.sleep(SETTLE_S)
+def let_write(conn: Connection) -> None:
+    """Tell a ready `write_changes` child to go and wait (without the GIL) until it is done,
+    plus long enough for the last change to be handled."""
+    conn.send("go")
+    if not conn.poll(CHILD_TIMEOUT_S) or conn.recv() != "done":
+        raise SystemExit("bench: the writing child did not finish its changes")
+    time.sleep(SETTLE_S)
 
 
 def reconnect(b: Breakers, client: redis.Redis) -> None:
@@ -320,14 +306,11 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
 
         opened = [f"{(i * 10 + 1) % n:06d}" for i in range(args.changes)]
 
-        def changes() -> None:
-            # Another process writes, as the router's callbacks do: only the sync thread's
-            # work competes with the spinning thread here, not this bench's own.
-            writing.run()
-
         row |= stall_fields("idle", longest_stall(b, idle))
-        writing = Child(write_changes, url, prefix, opened, False)
-        row |= stall_fields("change", longest_stall(b, changes))
+        # Another process writes, as the router's callbacks do: only the sync thread's work
+        # competes with the spinning thread here, not this bench's own.
+        with child(write_changes, url, prefix, opened, False) as writing:
+            row |= stall_fields("change", longest_stall(b, lambda: let_write(writing)))
         wait_for(lambda: all(b.is_open(NAME, code) for code in opened), 5)
 
         # Periodic resyncs, each repairing a change whose message was lost, in a handle that
@@ -338,9 +321,10 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
         try:
             if not resyncing.wait_ready(120):
                 raise SystemExit("bench: the resyncing handle did not load")
-            losing = Child(write_changes, url, prefix, opened, True)
             before = resyncing._syncer.resyncs
-            row |= stall_fields("resync", longest_stall(resyncing, losing.run))
+            with child(write_changes, url, prefix, opened, True) as losing:
+                phase = longest_stall(resyncing, lambda: let_write(losing))
+            row |= stall_fields("resync", phase)
             row["resyncs"] = resyncing._syncer.resyncs - before
             wait_for(lambda r=resyncing: not any(r.is_open(NAME, code) for code in opened), 5)
         finally:

@@ -21,18 +21,16 @@ the child is stopped by pid. Redis is 127.0.0.1:6379 unless BENCH_REDIS_URL says
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import random
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 
 import redis
 from _common import (
+    child,
     delete_prefixed,
     environment_line,
     latency_line,
@@ -124,32 +122,6 @@ def pubsub_flag_child(conn: Connection, url: str, channel: str, poll_s: float) -
 
 
 # -- parent ------------------------------------------------------------------------------------
-
-
-@contextmanager
-def child(target: Callable[..., None], *args: object) -> Iterator[Connection]:
-    """Start `target(conn, *args)` in a spawned process; always stopped by pid afterwards."""
-    ctx = multiprocessing.get_context("spawn")
-    ours, theirs = ctx.Pipe()
-    proc: BaseProcess = ctx.Process(target=target, args=(theirs, *args), daemon=True)
-    proc.start()
-    try:
-        if not ours.poll(CHILD_READY_TIMEOUT_S):
-            raise TimeoutError(f"{target.__name__} did not get ready")
-        ready = ours.recv()
-        if ready != "ready":
-            raise RuntimeError(f"{target.__name__}: {ready}")
-        yield ours
-    finally:
-        with suppress(OSError):  # the child may already be gone
-            ours.send("stop")
-        proc.join(STOP_TIMEOUT_S)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(STOP_TIMEOUT_S)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(STOP_TIMEOUT_S)
 
 
 def run_changes(
