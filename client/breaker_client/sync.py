@@ -113,9 +113,7 @@ class Snapshot:
         return Record(*row) if row is not None else None
 
     def all_records(self) -> list[Record]:
-        with self.lock:
-            rows = [row for by_key in self.records.values() for row in by_key.values()]
-        return [Record(*row) for row in rows]
+        return [Record(*row) for row in self._rows()]
 
     def count(self) -> int:
         return sum(len(by_key) for by_key in list(self.records.values()))
@@ -123,13 +121,15 @@ class Snapshot:
     def not_plainly_closed(self) -> list[Record]:
         """Records that are not simply closed (a state other than closed, or an override),
         built only for those: the rest are checked on their rows, without an object each."""
-        with self.lock:
-            rows = [row for by_key in self.records.values() for row in by_key.values()]
         return [
             Record(*row)
-            for row in rows
+            for row in self._rows()
             if row[ROW_STATE] != "closed" or row[ROW_FORCED] is not None
         ]
+
+    def _rows(self) -> list[RecordRow]:
+        with self.lock:
+            return [row for by_key in self.records.values() for row in by_key.values()]
 
     # -- a full resync: read everything without holding the lock, then swap ----------------
 
