@@ -75,6 +75,11 @@ class Receiver:
         with self.lock:
             self.requests.append(received)
 
+    def webhook_ids(self) -> set[str]:
+        """The `webhook-id` of every request received so far."""
+        with self.lock:
+            return {request.headers["webhook-id"] for request in self.requests}
+
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):

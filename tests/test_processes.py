@@ -135,7 +135,7 @@ def test_a_sigkilled_worker_holding_a_delivery_does_not_lose_it(redis_url, key_p
                 timeout=20,
                 what="the survivor to reclaim and deliver",
             )
-        ids = {r.headers["webhook-id"] for r in receiver.requests}
+        ids = receiver.webhook_ids()
         assert ids == {enqueued.delivery_id}
         assert len(receiver.requests) == 2
 

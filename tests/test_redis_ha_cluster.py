@@ -52,11 +52,9 @@ def test_the_queue_runs_end_to_end_on_a_cluster_and_delivers_every_acknowledged(
                 assert answer.status_code == 202, answer.get_data(as_text=True)
                 acknowledged.update(d["id"] for d in answer.get_json()["deliveries"])
 
-            def delivered() -> set[str]:
-                with receiver.lock:
-                    return {r.headers["webhook-id"] for r in receiver.requests}
-
-            wait_for(lambda: acknowledged <= delivered(), timeout=30, what="every delivery")
+            wait_for(
+                lambda: acknowledged <= receiver.webhook_ids(), timeout=30, what="every delivery"
+            )
         assert len(acknowledged) == NOTIFICATIONS
         # Every router key shares the prefix's slot: one node holds the whole queue.
         keys = RouterKeys(f"{{{prefix}}}")
@@ -137,11 +135,9 @@ def test_a_cluster_failover_mid_run_loses_nothing_and_the_reader_follows_it(tmp_
                         nodes.failover(breakers_key)
             assert nodes.node_of(queue_key) != old_queue_master
 
-            def delivered() -> set[str]:
-                with receiver.lock:
-                    return {r.headers["webhook-id"] for r in receiver.requests}
-
-            wait_for(lambda: acknowledged <= delivered(), timeout=40, what="every delivery")
+            wait_for(
+                lambda: acknowledged <= receiver.webhook_ids(), timeout=40, what="every delivery"
+            )
             assert reader.is_open("bank-charge", "0001")
             write_until_done(lambda: writer.close("bank-charge", "0001", reason="bank 0001 back"))
             wait_for(lambda: not reader.is_open("bank-charge", "0001"), timeout=15)
@@ -177,9 +173,4 @@ def test_a_cluster_enqueue_waits_for_the_replica_of_its_own_shard(tmp_path: Path
             os.kill(nodes.servers[replica].pid, signal.SIGCONT)
         ids += send_until_accepted(client, second, [])
         with process(router_command("worker"), env, log_path=tmp_path / "worker.log"):
-
-            def delivered() -> set[str]:
-                with receiver.lock:
-                    return {r.headers["webhook-id"] for r in receiver.requests}
-
-            wait_for(lambda: set(ids) <= delivered(), timeout=30, what="both deliveries")
+            wait_for(lambda: set(ids) <= receiver.webhook_ids(), timeout=30, what="both deliveries")

@@ -25,7 +25,6 @@ from tests.redis_ha_support import (
 )
 from tests.support import (
     INBOUND_TOKEN,
-    Receiver,
     process,
     router_command,
     router_env,
@@ -37,11 +36,6 @@ AUTH = {"Authorization": f"Bearer {INBOUND_TOKEN}"}
 # Accepted by the old master before the failover starts, and by the new one after it ended.
 BEFORE_FAILOVER = 10
 AFTER_FAILOVER = 10
-
-
-def delivered(receiver: Receiver) -> set[str]:
-    with receiver.lock:
-        return {request.headers["webhook-id"] for request in receiver.requests}
 
 
 def failover_in_background(ha: SentinelSet, result: dict[str, int]) -> threading.Thread:
@@ -91,10 +85,10 @@ def test_a_sentinel_failover_mid_run_loses_no_acknowledged_notification(tmp_path
                 assert sent < 5000, "the failover did not finish"
             assert failover["new_master"] != old_master
             wait_for(
-                lambda: acknowledged <= delivered(receiver),
+                lambda: acknowledged <= receiver.webhook_ids(),
                 timeout=60,
                 what=f"every acknowledged delivery at the receiver (missing: "
-                f"{sorted(acknowledged - delivered(receiver))[:5]})",
+                f"{sorted(acknowledged - receiver.webhook_ids())[:5]})",
             )
         assert len(acknowledged) == sent
 
@@ -137,7 +131,7 @@ def test_an_enqueue_no_replica_holds_is_refused_so_the_master_dying_loses_nothin
         ids = send_until_accepted(client, payload, [])
         assert ha.master_port() in replicas
         with process(router_command("worker"), env, log_path=tmp_path / "worker.log"):
-            wait_for(lambda: set(ids) <= delivered(receiver), timeout=30, what="the delivery")
+            wait_for(lambda: set(ids) <= receiver.webhook_ids(), timeout=30, what="the delivery")
 
 
 def test_breakers_stay_open_through_a_failover_and_follow_changes_after_it(tmp_path: Path):

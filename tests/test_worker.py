@@ -75,7 +75,7 @@ def test_two_failures_then_success_keep_one_webhook_id(redis_url, redis, key_pre
         queue, delivery_id = enqueue(redis, key_prefix, f"{receiver.url}/cb")
         wait_for(lambda: len(receiver.requests) == 3, what="three attempts")
         wait_for(lambda: queue.load(delivery_id).status == "delivered", what="delivered")
-        assert {r.headers["webhook-id"] for r in receiver.requests} == {delivery_id}
+        assert receiver.webhook_ids() == {delivery_id}
         for request in receiver.requests:
             verify(request)
         attempts = queue.load(delivery_id).attempts
