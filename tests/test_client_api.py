@@ -168,3 +168,24 @@ def test_scripts_run_on_fakeredis_lua() -> None:
     assert breakers.is_open("bank-charge", "0002")
     assert breakers.state("bank-charge", "0001").version == 1_700_000_000_200
     assert breakers.history("bank-charge")[0].action == "override_expired"
+
+
+def test_router_client_is_the_name_design_gives_the_same_modules() -> None:
+    code = textwrap.dedent(
+        """
+        import breaker_client, breaker_client.flask, breaker_client.errors
+        from router.client import Breakers, BreakerOpen
+        import router.client.flask
+        from router.client.errors import BreakerError
+        assert Breakers is breaker_client.Breakers and BreakerOpen is breaker_client.BreakerOpen
+        assert router.client is breaker_client
+        assert router.client.flask is breaker_client.flask
+        assert BreakerError is breaker_client.errors.BreakerError
+        print("same")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "same"
