@@ -44,7 +44,7 @@ def redis_hint(setting: str = "REDIS_URL") -> str:
 
 def setup_logging(settings: Settings) -> None:
     """The handler of a long-running command, in ROUTER_LOG_FORMAT (text or json)."""
-    logs.setup_logging(settings.log_format, settings.log_level)
+    logs.setup_logging(settings.log_format, settings.log_level, buffered=True)
 
 
 def load_settings() -> Settings:

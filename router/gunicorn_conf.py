@@ -16,13 +16,13 @@ from typing import Any
 
 from router.config import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, parse_log_settings, settings_for
 from router.errors import ConfigError
-from router.logs import dict_config
+from router.logs import dict_config, flush_handlers
 from router.redis_check import warn_if_not_durable
 
 try:
-    logconfig_dict = dict_config(*parse_log_settings(os.environ))
+    logconfig_dict = dict_config(*parse_log_settings(os.environ), buffered=True)
 except ConfigError:  # reported with every other problem by on_starting
-    logconfig_dict = dict_config(DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL)  # type: ignore[arg-type]
+    logconfig_dict = dict_config(DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, buffered=True)  # type: ignore[arg-type]
 
 ROUTER_APP = "router.app:"
 
@@ -34,6 +34,7 @@ def on_starting(server: Any) -> None:
     try:
         settings = settings_for(os.environ, "web")
     except ConfigError as exc:
+        flush_handlers()  # gunicorn's "Starting gunicorn" first, as it happened
         for problem in exc.problems:
             print(f"router web: configuration error: {problem}", file=sys.stderr)
         sys.exit(2)

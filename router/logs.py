@@ -11,8 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import os
+import sys
+import threading
+import weakref
+from collections import deque
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from router.config import LogFormat
 from router.model import Notification
@@ -90,23 +95,141 @@ class TextFormatter(logging.Formatter):
         return TEXT_FORMAT % {**vars(record), "message": f"{context} {record.message}"}
 
 
+# How long a line waits, at most, for the writer thread (BufferedStreamHandler).
+WRITE_INTERVAL_S = 0.05
+# Past this many lines waiting, a caller writes them itself: a stream nobody reads (a full pipe)
+# then blocks the caller, as a plain StreamHandler would, rather than filling memory.
+MAX_PENDING_LINES = 10_000
+
+
+class BufferedStreamHandler(logging.Handler):
+    """A StreamHandler whose writes happen on a thread of their own, many lines per write.
+
+    Why: logging.StreamHandler writes and flushes each line on the logging thread, under the
+    handler's lock. A web process with many request threads then pays a system call per line,
+    and each one hands the GIL to another thread and back: under load that cost more than the
+    rest of a request's logging (bench/ingest_load.py). Here the caller only formats the line
+    and appends it; the writer thread writes what accumulated every WRITE_INTERVAL_S. Lines
+    keep their order. `flush()` (called by logging.shutdown at exit, and by gunicorn's
+    worker_exit hook) writes everything waiting; a process killed hard loses at most the last
+    WRITE_INTERVAL_S of lines. After a fork, the child starts a writer of its own and does not
+    write the parent's waiting lines again.
+    """
+
+    terminator = "\n"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__()
+        self.stream = stream if stream is not None else sys.stderr
+        self._pending: deque[str] = deque()
+        self._write_lock = threading.RLock()  # a signal handler may log mid-write
+        self._wake = threading.Event()
+        self._writer_pid: int | None = None
+        self._closed = False
+        _BUFFERED.add(self)
+
+    def after_fork(self) -> None:
+        self._pending.clear()  # the parent writes them
+        self._write_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._writer_pid = None
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock: appending to a deque is atomic, and the writer has a lock of its own.
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+            return
+        if self._writer_pid != os.getpid():
+            self._start_writer()
+        if len(self._pending) > MAX_PENDING_LINES:
+            self.flush()
+
+    def _start_writer(self) -> None:
+        with self._write_lock:
+            if self._writer_pid == os.getpid() or self._closed:
+                return
+            self._writer_pid = os.getpid()
+        threading.Thread(target=self._write_forever, name="log-writer", daemon=True).start()
+
+    def _write_forever(self) -> None:
+        while not self._closed:
+            self._wake.wait(WRITE_INTERVAL_S)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._write_lock:
+            lines = []
+            pending = self._pending
+            while pending:
+                lines.append(pending.popleft())
+            if not lines:
+                return
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception:  # a closed or broken stream: say so as logging does, then go on
+                self.handleError(logging.makeLogRecord({"msg": "".join(lines)}))
+
+    def close(self) -> None:
+        self.flush()
+        self._closed = True
+        self._wake.set()
+        super().close()
+
+
+_BUFFERED: weakref.WeakSet[BufferedStreamHandler] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    # A fork in the middle of a write would leave the child a stream locked by a thread it
+    # does not have: no write runs while the process forks.
+    for handler in list(_BUFFERED):
+        handler._write_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for handler in list(_BUFFERED):
+        handler._write_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_BUFFERED):
+        handler.after_fork()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
+
+
 def formatter(log_format: LogFormat) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
-def dict_config(log_format: LogFormat, level: str) -> dict[str, Any]:
+def dict_config(log_format: LogFormat, level: str, *, buffered: bool = False) -> dict[str, Any]:
     """A `logging.config.dictConfig` for a process: everything to stderr in one format,
-    gunicorn's own loggers included (they propagate to the root handler)."""
+    gunicorn's own loggers included (they propagate to the root handler). `buffered` for a
+    long-running process with many threads (the web, the worker): see BufferedStreamHandler.
+    A short command keeps the plain handler, so its lines and its own stderr stay in order."""
+    handler: dict[str, Any] = (
+        {"()": f"{__name__}.BufferedStreamHandler"}
+        if buffered
+        else {"class": "logging.StreamHandler"}
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"router": {"()": f"{__name__}.formatter", "log_format": log_format}},
         "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "router",
-                "stream": "ext://sys.stderr",
-            }
+            "stderr": {**handler, "formatter": "router", "stream": "ext://sys.stderr"},
         },
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
@@ -116,6 +239,12 @@ def dict_config(log_format: LogFormat, level: str) -> dict[str, Any]:
     }
 
 
-def setup_logging(log_format: LogFormat, level: str) -> None:
+def flush_handlers() -> None:
+    """Write every waiting line now: before `os._exit`, which skips logging's own flush."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+def setup_logging(log_format: LogFormat, level: str, *, buffered: bool = False) -> None:
     """Attach the one handler of an entry point (replacing any it attached before)."""
-    logging.config.dictConfig(dict_config(log_format, level))
+    logging.config.dictConfig(dict_config(log_format, level, buffered=buffered))

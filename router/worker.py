@@ -35,7 +35,7 @@ from router.delivery import AttemptResult, CallbackSender
 from router.endpoints import EndpointGate
 from router.enrich import Enricher, MonitorRead
 from router.keys import RouterKeys
-from router.logs import delivery_fields
+from router.logs import delivery_fields, flush_handlers
 from router.metrics import MetricsWriter
 from router.model import Enrichment, Notification
 from router.notify import (
@@ -198,6 +198,7 @@ class Worker:
         def handle(signum: int, _frame: FrameType | None) -> None:
             if self._stop.is_set():
                 log.warning("second %s: exiting now; held deliveries will be reclaimed", signum)
+                flush_handlers()
                 os._exit(1)
             log.info("signal %s: finishing in-flight deliveries, then stopping", signum)
             self.stop()

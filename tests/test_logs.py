@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import router.logs
 from router.config import Settings
 from router.errors import ConfigError
-from router.logs import JsonFormatter, TextFormatter
+from router.logs import BufferedStreamHandler, JsonFormatter, TextFormatter
 from tests.support import (
     process,
     router_command,
@@ -115,3 +120,95 @@ def test_log_format_is_text_by_default_and_validated():
         Settings.from_env({"ROUTER_LOG_FORMAT": "logfmt"})
     with pytest.raises(ConfigError, match="ROUTER_LOG_LEVEL"):
         Settings.from_env({"ROUTER_LOG_LEVEL": "loud"})
+
+
+# -- BufferedStreamHandler: lines written off the logging thread ---------------------------------
+
+
+def buffered_logger(stream: Any, name: str) -> tuple[logging.Logger, BufferedStreamHandler]:
+    handler = BufferedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"tests.buffered.{name}")
+    logger.handlers, logger.propagate, logger.level = [handler], False, logging.INFO
+    return logger, handler
+
+
+def test_lines_reach_the_stream_without_a_flush_each_thread_in_order():
+    stream = io.StringIO()
+    logger, handler = buffered_logger(stream, "threads")
+
+    def log_lines(thread: int) -> None:
+        for n in range(200):
+            logger.info("thread %d line %d", thread, n)
+
+    threads = [threading.Thread(target=log_lines, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    # No flush: the writer thread writes them within its interval.
+    wait_for(lambda: stream.getvalue().count("\n") == 800, timeout=5, what="800 lines written")
+    lines = stream.getvalue().splitlines()
+    for t in range(4):
+        mine = [line for line in lines if line.startswith(f"thread {t} ")]
+        assert mine == [f"thread {t} line {n}" for n in range(200)]
+    handler.close()
+
+
+def test_flush_and_close_write_every_waiting_line_at_once(monkeypatch):
+    monkeypatch.setattr("router.logs.WRITE_INTERVAL_S", 60.0)  # the writer would wait long
+    stream = io.StringIO()
+    logger, handler = buffered_logger(stream, "flush")
+    logger.info("one")
+    logger.info("two")
+    handler.flush()
+    assert stream.getvalue() == "one\ntwo\n"
+    logger.info("three")
+    handler.close()  # what logging.shutdown does at exit
+    assert stream.getvalue() == "one\ntwo\nthree\n"
+
+
+def test_a_stream_nobody_reads_blocks_the_caller_instead_of_filling_memory(monkeypatch):
+    monkeypatch.setattr("router.logs.WRITE_INTERVAL_S", 60.0)
+    monkeypatch.setattr("router.logs.MAX_PENDING_LINES", 3)
+    stream = io.StringIO()
+    logger, handler = buffered_logger(stream, "full")
+    for n in range(4):
+        logger.info("line %d", n)
+    # The fourth line was over the limit: its caller wrote all four itself.
+    assert stream.getvalue().splitlines() == [f"line {n}" for n in range(4)]
+    handler.close()
+
+
+def test_a_forked_child_writes_its_own_lines_and_not_the_parents_again(tmp_path, monkeypatch):
+    monkeypatch.setattr("router.logs.WRITE_INTERVAL_S", 60.0)  # the parent's line stays waiting
+    path = tmp_path / "forked.log"
+    with path.open("a", buffering=1) as stream:
+        logger, handler = buffered_logger(stream, "fork")
+        logger.info("parent, before the fork")
+        pid = os.fork()
+        if pid == 0:  # the child: log, let its own writer write, leave without any flush
+            try:
+                router.logs.WRITE_INTERVAL_S = 0.05
+                logger.info("child")
+                time.sleep(0.5)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        handler.close()
+    lines = path.read_text().splitlines()
+    assert sorted(lines) == ["child", "parent, before the fork"]
+
+
+def test_the_writer_of_a_broken_stream_reports_it_and_keeps_logging(capsys):
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("broken pipe")
+
+    logger, handler = buffered_logger(Broken(), "broken")
+    logger.info("lost")
+    handler.flush()  # logging's handleError says so on stderr; nothing raises here
+    assert "broken pipe" in capsys.readouterr().err
+    logger.info("still accepted")
+    handler.close()
