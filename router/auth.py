@@ -28,6 +28,8 @@ def _presented(request: Request) -> Iterator[str]:
         yield value.strip()
     if request.headers.get(TOKEN_HEADER):
         yield request.headers[TOKEN_HEADER].strip()
+    if scheme.lower() != "basic":
+        return  # parsing the header costs more than the rest: only a basic one can match
     credentials = request.authorization
     if credentials is not None and credentials.type == "basic" and credentials.password:
         yield credentials.password

@@ -66,6 +66,10 @@ class Batcher(Generic[Item, Result]):
         self._waiting: list[_Waiting[Item, Result]] = []
         self._leading = False
         self._last_batch = 1
+        # How many waiting requests a lingering leader waits for (0: none lingers). Only the
+        # request that completes the batch wakes it: waking it for each would cost a thread
+        # switch per request.
+        self._lingering_for = 0
 
     def submit(self, item: Item) -> Result:
         """`item`'s result once its batch is stored; the batch's exception if that failed."""
@@ -74,7 +78,8 @@ class Batcher(Generic[Item, Result]):
             self._waiting.append(me)
             if not self._leading:
                 self._leading = me.leads = True
-            self._arrived.notify()
+            elif self._lingering_for and len(self._waiting) >= self._lingering_for:
+                self._arrived.notify()
         while not me.done:
             if me.leads:
                 self._lead()
@@ -91,11 +96,15 @@ class Batcher(Generic[Item, Result]):
         if self._last_batch <= 1 or self._linger_s <= 0:
             return
         deadline = time.monotonic() + self._linger_s
-        while len(self._waiting) < min(self._last_batch, self._max_batch):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._arrived.wait(left)
+        self._lingering_for = min(self._last_batch, self._max_batch)
+        try:
+            while len(self._waiting) < self._lingering_for:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._arrived.wait(left)
+        finally:
+            self._lingering_for = 0
 
     def _give_up(self, me: _Waiting[Item, Result]) -> None:
         """Stop waiting for a batch that takes too long (its leader is stuck on Redis)."""

@@ -233,11 +233,9 @@ def accept(notification: Notification) -> tuple[dict[str, Any], int]:
             "; ".join(problems),
         )
     # What is stored is shown on the dashboard and sent to every callback in the message.
-    notification = dataclasses.replace(
-        notification,
-        message=mask_credentials(notification.message),
-        title=mask_credentials(notification.title),
-    )
+    message, title = mask_credentials(notification.message), mask_credentials(notification.title)
+    if message != notification.message or title != notification.title:
+        notification = dataclasses.replace(notification, message=message, title=title)
     if not notification.callback_urls:
         if not problems:
             log.info("notification %s has no callback line; nothing queued", notification.dedup_key)

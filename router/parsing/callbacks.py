@@ -116,6 +116,7 @@ def scan_callback_lines(
     return tuple(found)
 
 
+@lru_cache(maxsize=_SCAN_CACHE_SIZE)
 def extract_callback_urls(message: str, keyword: str = DEFAULT_CALLBACK_KEYWORD) -> tuple[str, ...]:
     """The distinct usable callback URLs in `message`, in first-seen order."""
     return distinct_urls(scan_callback_lines(message, keyword))

@@ -190,29 +190,41 @@ class _Fields:
         """(key, value) of each alias of `name` that holds something, preferred first."""
         for path in _PATHS[name]:
             found = self._values.get(path)
-            if found is None or found[1] is None:
-                continue
-            if isinstance(found[1], str) and _is_blank(found[1]):
-                continue
-            yield found
+            if found is not None and _holds(found[1]):
+                yield found
 
     def texts(
         self, name: str, check: Callable[[str], str | None] | None = None
     ) -> Iterator[tuple[str, str]]:
         """(key, stripped text) of each alias of `name` that is usable; the others are noted."""
         for key, value in self.present(name):
-            text = self._string(name, key, value)
-            if text is None:
-                continue
-            problem = check(text) if check else None
-            if problem:
-                self.warnings.append(f"field {key!r}: {problem}{_IGNORED}")
-                continue
-            yield key, text
+            text = self._usable(name, key, value, check)
+            if text is not None:
+                yield key, text
 
     def text(self, name: str, check: Callable[[str], str | None] | None = None) -> str | None:
         """The first usable value of `name`; None when there is none."""
-        return next((text for _, text in self.texts(name, check)), None)
+        # `texts`, without its generators: a dozen of these run on every webhook's path.
+        for path in _PATHS[name]:
+            found = self._values.get(path)
+            if found is not None and _holds(found[1]):
+                text = self._usable(name, found[0], found[1], check)
+                if text is not None:
+                    return text
+        return None
+
+    def _usable(
+        self, name: str, key: str, value: object, check: Callable[[str], str | None] | None
+    ) -> str | None:
+        """`value` as stripped text, or None when it is malformed (noted in `warnings`)."""
+        text = self._string(name, key, value)
+        if text is None:
+            return None
+        problem = check(text) if check else None
+        if problem:
+            self.warnings.append(f"field {key!r}: {problem}{_IGNORED}")
+            return None
+        return text
 
     def _string(self, name: str, key: str, value: object) -> str | None:
         if name in _INT_ALLOWED and isinstance(value, int) and not isinstance(value, bool):
@@ -331,9 +343,14 @@ def _transition(
     raise PayloadError(f"field {field!r}: expected {expected}, got {received}")
 
 
+def _holds(value: object) -> bool:
+    """Whether a payload value says anything: not null, blank or an unfilled `$VARIABLE`."""
+    return value is not None and not (isinstance(value, str) and _is_blank(value))
+
+
 def _is_blank(value: str) -> bool:
     text = value.strip()
-    return not text or bool(_UNFILLED.match(text))
+    return not text or (text[0] == "$" and bool(_UNFILLED.match(text)))
 
 
 def _epoch_problem(text: str, received_at_ms: int) -> str | None:

@@ -30,6 +30,10 @@ def _deeper_than(data: Any, limit: int) -> bool:
     return False
 
 
+def _too_deep(what: str) -> PayloadError:
+    return PayloadError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", status=400)
+
+
 def refuse_json_of_another_type(raw: bytes, content_type: str | None) -> None:
     """A 415 naming the header to add, for a JSON object sent as another Content-Type.
 
@@ -46,21 +50,25 @@ def refuse_json_of_another_type(raw: bytes, content_type: str | None) -> None:
 
 def parse_json_object(raw: bytes, *, what: str, not_object_status: int = 422) -> dict[str, Any]:
     """Decode `raw`; refuse what is not a JSON object or cannot be stored and re-sent as UTF-8."""
-    too_deep = PayloadError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels", status=400)
     try:
         data = json.loads(raw)
     except RecursionError:
-        raise too_deep from None  # deeper than the decoder's own stack allows
+        raise _too_deep(what) from None  # deeper than the decoder's own stack allows
     except ValueError as exc:
         # Bad UTF-8, bad JSON and integers past Python's digit limit.
         raise PayloadError(f"{what} is not valid JSON: {exc}", status=400) from None
-    if _deeper_than(data, MAX_JSON_DEPTH):
-        raise too_deep
+    # Nesting deeper than the limit needs more brackets than that: most bodies skip the walk.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _deeper_than(data, MAX_JSON_DEPTH):
+        raise _too_deep(what)
     if not isinstance(data, dict):
         raise PayloadError(
             f"{what} must be a JSON object, not a JSON {type(data).__name__}",
             status=not_object_status,
         )
+    if b"\\u" not in raw and b"\0" not in raw:
+        # Only an escape makes a lone surrogate: UTF-8 cannot hold one. (UTF-16 and UTF-32,
+        # which json.loads also reads, spell the escape with NUL bytes between.)
+        return data
     try:
         # A lone surrogate escape ("\ud800") decodes but can never be encoded again: it would
         # be accepted now and break signing or storage later.
