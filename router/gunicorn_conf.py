@@ -16,13 +16,14 @@ from typing import Any
 
 from router.config import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, parse_log_settings, settings_for
 from router.errors import ConfigError
-from router.logs import dict_config, flush_handlers
+from router.logs import dict_config, flush_handlers, skip_caller_lookup
 from router.redis_check import warn_if_not_durable
 
 try:
     logconfig_dict = dict_config(*parse_log_settings(os.environ), buffered=True)
 except ConfigError:  # reported with every other problem by on_starting
     logconfig_dict = dict_config(DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, buffered=True)  # type: ignore[arg-type]
+skip_caller_lookup()
 
 ROUTER_APP = "router.app:"
 

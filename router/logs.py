@@ -245,6 +245,14 @@ def flush_handlers() -> None:
         handler.flush()
 
 
+def skip_caller_lookup() -> None:
+    """No record looks up the file and line it was logged from: neither format shows them, and
+    the lookup walks the stack on every line (the logging HOWTO's "Optimization" section)."""
+    logging._srcfile = None
+
+
 def setup_logging(log_format: LogFormat, level: str, *, buffered: bool = False) -> None:
     """Attach the one handler of an entry point (replacing any it attached before)."""
     logging.config.dictConfig(dict_config(log_format, level, buffered=buffered))
+    if buffered:
+        skip_caller_lookup()
