@@ -39,19 +39,16 @@ from breaker_client.keys import DEFAULT_BREAKER_PREFIX, BreakerKeys
 from breaker_client.model import BreakerState, HistoryEntry, Record
 from breaker_client.shadow import DEFAULT_SHADOW_FLUSH_S, ShadowTally
 from breaker_client.states import (
-    AFTER,
     ROW,
     SHADOW,
     SHARE0,
     SLOPE,
     STATIC,
-    UNTIL,
     Entry,
     breaker_state,
     denies,
     effective_state,
     shadow_lets,
-    timed_denies,
 )
 from breaker_client.store import DEFAULT_HISTORY_MAX, Store
 from breaker_client.sync import Snapshot, Syncer
@@ -213,9 +210,14 @@ class Breakers(BreakerWriter):
         by_key = self._snap.hot.get(name)
         if by_key is None:
             return False
-        # Inlined (no helper call): an entry is True (refuse) or a timed rule, see `Entry`. A
-        # refusal of an entry in shadow mode (or of a name whose keyless one is) is counted
-        # and let through by `_shadow_lets`; the key's then still leaves the keyless to answer.
+        # Inlined (no helper call): an entry is True (refuse), a ramp (False) or an override
+        # that ends (None), see `Entry`. A refusal of an entry in shadow mode (or of a name
+        # whose keyless one is) is counted and let through by `_shadow_lets`; the key's then
+        # still leaves the keyless to answer. A ramp's rng and clock are read
+        # into locals and its comparison the condition of an `if`: CPython 3.11 specialises
+        # neither `self._rng()` (a method lookup that finds an instance attribute) nor a float
+        # comparison whose result is stored, and the ramp paid ~25 ns for them (see the ramp
+        # figures in docs/benchmarks.md).
         if key is not None:
             entry = by_key.get(key)
             if entry is not None:
@@ -225,40 +227,29 @@ class Breakers(BreakerWriter):
                         by_key, name, key, entry
                     ):
                         return True
-                else:
-                    if static is False:  # a ramp: no end check needed (see `Entry`)
-                        refuses = self._rng() >= entry[SHARE0] + entry[SLOPE] * self._clock()
-                    else:
-                        now = self._clock()
-                        if now < entry[UNTIL]:
-                            refuses = self._rng() >= entry[SHARE0] + entry[SLOPE] * now
-                        else:
-                            refuses = bool(
-                                entry[AFTER]
-                                or (entry[AFTER] is None and timed_denies(entry, now, self._rng))
-                            )
-                    if refuses and (
+                elif static is False:
+                    rng, clock = self._rng, self._clock
+                    if rng() >= entry[SHARE0] + entry[SLOPE] * clock() and (
                         not (entry[SHADOW] or None in by_key)
                         or not self._shadow_lets(by_key, name, key, entry)
                     ):
                         return True
+                elif denies(entry, self._clock(), self._rng) and (
+                    not (entry[SHADOW] or None in by_key)
+                    or not self._shadow_lets(by_key, name, key, entry)
+                ):
+                    return True
         entry = by_key.get(None)
         if entry is None:
             return False
         static = entry[STATIC]
-        if static:
-            return not entry[SHADOW] or not self._shadow_lets(by_key, name, None, entry)
         if static is False:
-            refuses = self._rng() >= entry[SHARE0] + entry[SLOPE] * self._clock()
-        else:
-            now = self._clock()
-            if now < entry[UNTIL]:
-                refuses = self._rng() >= entry[SHARE0] + entry[SLOPE] * now
-            else:
-                refuses = bool(
-                    entry[AFTER] or (entry[AFTER] is None and timed_denies(entry, now, self._rng))
-                )
-        return refuses and (not entry[SHADOW] or not self._shadow_lets(by_key, name, None, entry))
+            rng, clock = self._rng, self._clock
+            if rng() < entry[SHARE0] + entry[SLOPE] * clock():
+                return False
+        elif static is None and not denies(entry, self._clock(), self._rng):
+            return False
+        return not entry[SHADOW] or not self._shadow_lets(by_key, name, None, entry)
 
     def _shadow_lets(
         self, by_key: dict[str | None, Entry], name: str, which: str | None, entry: Entry

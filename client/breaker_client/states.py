@@ -170,7 +170,8 @@ def timed_denies(entry: Entry, now: float, rng: Callable[[], float]) -> bool:
 
 
 def denies(entry: Entry, now: float, rng: Callable[[], float]) -> bool:
-    """Whether a timed entry refuses a call at `now` (what `Breakers.is_open` inlines)."""
+    """Whether a timed entry refuses a call at `now` (`Breakers.is_open` inlines only a ramp's
+    rule, the common timed entry, and calls this for an override that ends)."""
     if now < entry[UNTIL]:
         return rng() >= entry[SHARE0] + entry[SLOPE] * now
     if entry[AFTER] is None:
