@@ -1,8 +1,9 @@
 """`is_open` with 10, 1,000 and 100,000 keys under one breaker name: cost, memory, stalls.
 
 For each size, in one run: N keys of one name are written to Redis as the write scripts
-leave them (10 % open, pipelined HSETs for speed; revisions and last-write times included),
-plus one key ramping through a real `close`. A `Breakers` with its sync thread loads them.
+leave them (10 % open, pipelined HSETs for speed; revisions and last-write times included;
+each key's reason and source name its own group and event, as a callback per group leaves
+them), plus one key ramping through a real `close`. A `Breakers` with its sync thread loads them.
 
 - cost per call (`timeit`, best of --repeat runs of --loops calls) of `is_open` for a closed
   key, an open key and the ramping key, against a plain dict lookup measured in the same run;
@@ -19,8 +20,9 @@ plus one key ramping through a real `close`. A `Breakers` with its sync thread l
   the longest gap; the longest part of a gap the thread spent neither running nor waiting
   for a CPU (Linux's per-thread CPU time and run-queue wait tell them apart), which is
   waiting for the GIL, or for a virtual CPU the host did not run; the sync thread's longest
-  single step between two waits (its CPU time: an upper bound on how long the client
-  holds the GIL at a stretch, whatever the machine does meanwhile); the longest full GC.
+  stretch between two calls that let the GIL go (its CPU time: how long the client holds
+  the GIL at a stretch, whatever the machine does meanwhile; see `time_sync_stretches`),
+  with where it ended at the largest size; the longest full GC.
 
     chrt -f 1 .venv/bin/python bench/is_open_scale.py [--sizes 10,1000,100000]
                      [--loops 200000] [--switch-interval 0.0005]
@@ -28,7 +30,8 @@ plus one key ramping through a real `close`. A `Breakers` with its sync thread l
 `chrt -f 1` (real-time priority, as root) keeps other processes on a shared machine from
 preempting the bench's threads, the GIL's holder included, which would read as waiting for
 the GIL. The spinning thread makes a system call between two calls (reading its schedstat),
-which lets the GIL go as a request handler's own I/O does.
+which lets the GIL go as a request handler's own I/O does, and rests 1 ms every 10 ms so that
+the kernel never throttles it for using up its real-time budget (the rest is not a gap).
 
 Redis is 127.0.0.1:6379 unless BENCH_REDIS_URL says otherwise. Asserts nothing.
 """
@@ -38,6 +41,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import select
+import socket
 import sys
 import threading
 import time
@@ -50,8 +55,6 @@ from typing import Any, NamedTuple
 import redis
 from _common import child, delete_prefixed, environment_line, redis_url, unique_prefix
 from breaker_client import Breakers
-from breaker_client.store import Store
-from breaker_client.sync import Snapshot, Syncer
 
 from router.keys import BreakerKeys
 
@@ -68,9 +71,14 @@ SETTLE_S = 0.3
 CHILD_TIMEOUT_S = 120.0
 # A full resync of 100,000 keys while another thread spins on the GIL takes tens of seconds.
 RESYNC_TIMEOUT_S = 600.0
+# The spinning thread rests REST_S after every SPIN_S: a real-time thread that never leaves its
+# CPU uses up the kernel's real-time budget (sched_rt_runtime_us, 95 % of each second) and is
+# then stopped for 50 ms (dmesg: "RT throttling activated"), which reads as a 50 ms GIL wait.
+SPIN_S = 0.01
+REST_S = 0.001
 PHASES = {"idle": "idle", "change": "changes", "resync": "periodic resyncs", "full": "full resync"}
 
-Row = dict[str, float]
+Row = dict[str, Any]
 
 
 class MutedKeys(BreakerKeys):
@@ -88,7 +96,10 @@ def fill(client: redis.Redis, keys: BreakerKeys, n: int) -> None:
     for i in range(n):
         member = keys.member(NAME, f"{i:06d}")
         state = "open" if i % 10 == 0 else "closed"
-        fields = {"state": state, "reason": f"bench: {state}", "source": "monitor:1 ", "rev": i + 1}
+        # Texts as a callback for one group leaves them: its own event in every key's.
+        reason = f"{'alert' if state == 'open' else 'recovery'}: [{state}] bank_code:{i:06d}"
+        source = f"monitor:1 event:{7_000_000 + i} delivery:{i:08x}"
+        fields = {"state": state, "reason": reason, "source": source, "rev": i + 1}
         fields |= {"since_ms": now_ms, "version": now_ms, "ramp_ms": 0, "updated_ms": now_ms}
         pipe.hset(keys.record(member), mapping=fields)
         pipe.sadd(keys.index, member)
@@ -157,40 +168,63 @@ class Stall(NamedTuple):
     gap: float  # the longest gap between two calls, whatever the cause
     gil: float  # the longest part of a gap spent neither running nor waiting for a CPU
     full_gc: float  # the longest full garbage collection meanwhile (0: none ran)
-    work: float  # the sync thread's longest single step (see `time_sync_steps`), CPU time
+    work: float  # the sync threads' longest stretch holding the GIL, CPU time (see below)
+    work_ended: str  # where that stretch ended
 
 
-# The sync thread's longest step in the current phase, in CPU seconds.
-LONGEST_STEP = [0.0]
+# The sync threads' longest stretch in the current phase, in CPU seconds, and where it ended.
+LONGEST_STRETCH: list[Any] = [0.0, ""]
+# Per sync thread: its CPU time when it last took the GIL back.
+STRETCH_BEGAN: dict[int, float] = {}
 
 
-def time_sync_steps() -> None:
-    """Time every step the sync thread takes between two waits for Redis (or for a pause)
-    in thread CPU time: an upper bound on how long it holds the GIL at a stretch (a step's
-    system calls count too, though they let the GIL go), whatever the OS does meanwhile."""
-    steps = [
-        (Syncer, "reload"),
-        (Store, "read_rows"),
-        (Store, "scan_index"),
-        (Store, "changed_since"),
-        (Snapshot, "build"),
-        (Snapshot, "apply_rows"),
-        (Snapshot, "finish_full"),
-        (Snapshot, "sweep"),
-    ]
-    for owner, name in steps:
-        step = getattr(owner, name)
+def time_sync_stretches() -> None:
+    """Time every stretch a sync thread runs between two calls that let the GIL go (a pause,
+    a socket's send, receive, connect or poll, an Event's wait) in its own CPU time: how long
+    it holds the GIL at a stretch, whatever the OS does meanwhile. An upper bound: calls that
+    let the GIL go but are not watched here (getaddrinfo, a lock's wait) do not end one."""
 
-        def timed(*args: Any, __step: Callable[..., Any] = step, **kwargs: Any) -> Any:
+    def releasing(call: Callable[..., Any]) -> Callable[..., Any]:
+        def watched(*args: Any, **kwargs: Any) -> Any:
             if threading.current_thread().name != "breakers-sync":
-                return __step(*args, **kwargs)
-            began = time.thread_time()
+                return call(*args, **kwargs)
+            ident = threading.get_ident()
+            now = time.thread_time()
+            began = STRETCH_BEGAN.get(ident)
+            if began is not None and now - began > LONGEST_STRETCH[0]:
+                LONGEST_STRETCH[:] = [now - began, ended_in(sys._getframe(1))]
             try:
-                return __step(*args, **kwargs)
+                return call(*args, **kwargs)
             finally:
-                LONGEST_STEP[0] = max(LONGEST_STEP[0], time.thread_time() - began)
+                STRETCH_BEGAN[ident] = time.thread_time()
 
-        setattr(owner, name, timed)
+        return watched
+
+    time.sleep = releasing(time.sleep)
+    threading.Event.wait = releasing(threading.Event.wait)  # type: ignore[method-assign]
+    for name in ("sendall", "recv_into", "recv", "connect"):
+        setattr(socket.socket, name, releasing(getattr(socket.socket, name)))
+    # redis-py waits for a reply (or a channel message, for up to 0.2 s) in poll(): without
+    # it, an idle sync thread's loop would add up to one long "stretch".
+    real_poll = select.poll
+
+    class WatchedPoll:
+        def __init__(self) -> None:
+            self._poll = real_poll()
+            self.register = self._poll.register
+            self.poll = releasing(self._poll.poll)
+
+    select.poll = WatchedPoll  # type: ignore[misc,assignment]
+
+
+def ended_in(frame: Any) -> str:
+    """The client's innermost functions on the stack where a stretch ended."""
+    names: list[str] = []
+    while frame is not None and len(names) < 3:
+        if "breaker_client" in frame.f_code.co_filename:
+            names.append(frame.f_code.co_qualname)
+        frame = frame.f_back
+    return " < ".join(names)
 
 
 def stall_fields(phase: str, stall: Stall) -> Row:
@@ -199,6 +233,7 @@ def stall_fields(phase: str, stall: Stall) -> Row:
         f"gil_{phase}": stall.gil,
         f"gc_{phase}": stall.full_gc,
         f"work_{phase}": stall.work,
+        f"ended_{phase}": stall.work_ended,
     }
 
 
@@ -239,6 +274,7 @@ def longest_stall(breakers: Breakers, action: Callable[[], None]) -> Stall:
         last = clock()
         last_cpu, last_queue = cpu_and_queue_ns(fd)
         longest = longest_gil = 0.0
+        rest_at = last + SPIN_S
         started.set()
         while not stop.is_set():
             is_open(NAME, "000001")
@@ -248,13 +284,17 @@ def longest_stall(breakers: Breakers, action: Callable[[], None]) -> Stall:
             gil = gap - (on_cpu - last_cpu + queued - last_queue) / 1e9
             longest, longest_gil = max(longest, gap), max(longest_gil, gil)
             last, last_cpu, last_queue = now, on_cpu, queued
+            if now >= rest_at:
+                # The rest is not a gap; taking the GIL back after it is (it counts from its end).
+                time.sleep(REST_S)
+                last, rest_at = now + REST_S, now + REST_S + SPIN_S
         os.close(fd)
         worst[:] = [longest, longest_gil]
 
     # Start each phase with nothing pending for a full collection, so that one running during
     # it was set off by the phase's own allocations, not by the bench's before it.
     gc.collect()
-    LONGEST_STEP[0] = 0.0
+    LONGEST_STRETCH[:] = [0.0, ""]
     thread = threading.Thread(target=spin)
     gc.callbacks.append(on_gc)
     thread.start()
@@ -266,7 +306,11 @@ def longest_stall(breakers: Breakers, action: Callable[[], None]) -> Stall:
         thread.join(60)
         gc.callbacks.remove(on_gc)
     return Stall(
-        worst[0] * 1000, worst[1] * 1000, max(full_gcs, default=0.0) * 1000, LONGEST_STEP[0] * 1000
+        worst[0] * 1000,
+        worst[1] * 1000,
+        max(full_gcs, default=0.0) * 1000,
+        LONGEST_STRETCH[0] * 1000,
+        LONGEST_STRETCH[1],
     )
 
 
@@ -353,7 +397,7 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
 
 
 def main() -> None:
-    time_sync_steps()
+    time_sync_stretches()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -401,15 +445,16 @@ def main() -> None:
             )
             print(
                 f"{'':>13}stalls in ms (longest gap / of it waiting for the GIL / the sync "
-                f"thread's longest step / longest full GC): {phases}; "
+                f"thread's longest stretch holding it / longest full GC): {phases}; "
                 f"{row['resyncs']:.0f} periodic resyncs; the full resync took {row['full_s']:.1f} s"
             )
         largest = results[sizes[-1]]
         print(
             f"at {sizes[-1]:,} keys, the longest wait of is_open for the GIL / the sync thread's "
-            "longest step: "
+            "longest stretch holding it (where it ended): "
             + ", ".join(
-                f"{label} {largest['gil_' + phase]:.2f} / {largest['work_' + phase]:.2f} ms"
+                f"{label} {largest['gil_' + phase]:.2f} / {largest['work_' + phase]:.2f} ms "
+                f"({largest['ended_' + phase] or '-'})"
                 for phase, label in PHASES.items()
             )
         )
