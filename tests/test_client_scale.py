@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -209,3 +210,73 @@ def test_no_dict_of_the_snapshot_holds_every_row_of_a_large_name() -> None:
     assert snap.record("bank", "00042") == Record(name="bank", key="00042", rev=43)
     snap.remove("bank", "00042")
     assert snap.record("bank", "00042") is None and snap.count() == 19_999
+
+
+class SlowClock:
+    """`time` for the sync module, where building each row takes `per_row_s` of the clock
+    that paces a resync, and every pause is recorded with the rows built since the last."""
+
+    def __init__(self, per_row_s: float) -> None:
+        self.now = 0.0
+        self.per_row_s = per_row_s
+        self.rows_since_pause = 0
+        self.rows_between_pauses: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.rows_between_pauses.append(self.rows_since_pause)
+        self.rows_since_pause = 0
+        time.sleep(seconds)
+
+    def row_built(self) -> None:
+        self.now += self.per_row_s
+        self.rows_since_pause += 1
+
+
+def test_a_full_resync_lets_other_threads_run_after_each_slice_of_its_work(
+    make_breakers: MakeBreakers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread calling `is_open` waits for the GIL as long as the sync thread works without
+    letting it go: a resync pauses once it has worked WORK_SLICE_S, whatever its chunk of rows
+    read from Redis holds (50 rows of ~10 us each held it ~0.5-1.7 ms at a stretch)."""
+    b = make_breakers(sync=False)
+    open_many(b)
+    per_row_s = sync_module.WORK_SLICE_S / 4
+    clock = SlowClock(per_row_s)
+    real = sync_module.compile_entry
+
+    def slow_compile(row: Any, now_ms: int) -> Any:
+        clock.row_built()
+        return real(row, now_ms)
+
+    monkeypatch.setattr(sync_module, "compile_entry", slow_compile)
+    monkeypatch.setattr(sync_module, "time", clock)
+    b.refresh()
+    assert sum(clock.rows_between_pauses) + clock.rows_since_pause == KEYS
+    assert max(clock.rows_between_pauses) <= 5  # one slice of 4 rows, and the row ending it
+    assert b.stats()["breakers"] == KEYS and b.is_open("bank", "0001")
+
+
+def test_texts_distinct_per_key_grow_no_single_table_and_equal_ones_are_one_object(
+    make_breakers: MakeBreakers,
+) -> None:
+    """Every key's source names its own event, so a full resync of 100,000 keys would grow
+    one table of texts to 100,000 entries (a resize copies it in one step holding the GIL:
+    ~4-6 ms). The texts are spread over tables; a reason many keys share is still one object."""
+    texts = sync_module.SharedTexts()
+    sources = [f"monitor:1 event:{7_000_000 + i}" for i in range(20_000)]
+    assert [texts.share(s) for s in sources] == sources
+    assert max(len(table) for table in texts.tables) < len(sources) / 16
+    shared = "storm: bank charge errors"
+    assert texts.share("".join(shared)) is texts.share(shared)
+
+    b = make_breakers(sync=False)
+    open_many(b, 20)
+    b.refresh()
+    rows = [row for by_key in b._snap.records.values() for row in by_key.values()]
+    assert len(rows) == 20 and len({id(row[3]) for row in rows}) == 1  # the reason, once

@@ -5,7 +5,7 @@ Pure Python: records are parsed from the Redis hashes described in `breaker_clie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
@@ -42,12 +42,13 @@ ROW_SHADOW_SINCE_MS: Final = 15
 
 
 def row_from_hash(
-    member: str, fields: Mapping[str, str], strings: dict[str, str] | None = None
+    member: str, fields: Mapping[str, str], share: Callable[[str], str] | None = None
 ) -> RecordRow:
-    """A record's row straight from its hash; `strings` shares equal texts between rows."""
+    """A record's row straight from its hash; `share` returns one object for equal texts,
+    so rows read together hold each reason or source once."""
     name, key = BreakerKeys.split_member(member)
     get = fields.get
-    text = (lambda s: strings.setdefault(s, s)) if strings is not None else (lambda s: s)
+    text = share if share is not None else (lambda s: s)
     forced = get("forced") or None
     return (
         text(name),

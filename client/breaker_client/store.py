@@ -27,7 +27,7 @@ Every Redis failure leaves this module as `BreakerStoreUnavailable`.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, cast
 
@@ -284,23 +284,27 @@ class Store:
         return int(counter or 0), [(member, int(score)) for member, score in pairs]
 
     def read_rows(
-        self, members: Sequence[str], strings: dict[str, str] | None = None, *, age: bool = False
-    ) -> list[tuple[str, RecordRow | None]]:
-        """Each member's record as a row (None: it has none), in one round trip. With `age`,
-        a record that has no last-write time yet (written before there was one) gets its own
-        `updated_ms`, so a prune can find it."""
+        self,
+        members: Sequence[str],
+        share: Callable[[str], str] | None = None,
+        *,
+        age: bool = False,
+    ) -> Iterator[tuple[str, RecordRow | None]]:
+        """Each member's record as a row (None: it has none), read in one round trip now and
+        parsed row by row as the result is iterated, so a caller can let other threads run
+        between two rows. With `age`, a record that has no last-write time yet (written before
+        there was one) gets its own `updated_ms`, so a prune can find it."""
+        if not members:
+            return iter(())
         with translate_errors("read breakers"):
-            if not members:
-                return []
             keys = [self.keys.record(member) for member in members]
             if age:
                 keys.append(self.keys.written)
             replies = self._read(keys=keys, args=["1" if age else "0", *members])
-            rows = [
-                (member, row_from_hash(member, _fields(packed), strings) if packed else None)
-                for member, packed in zip(members, replies, strict=True)
-            ]
-        return rows
+        return (
+            (member, row_from_hash(member, _fields(packed), share) if packed else None)
+            for member, packed in zip(members, replies, strict=True)
+        )
 
     def tombstone(self, member: str) -> int | None:
         """The revision at which a pruned member was deleted (None: none is known)."""

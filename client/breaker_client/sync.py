@@ -15,7 +15,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import redis
 
@@ -26,6 +27,8 @@ from breaker_client.store import PRUNE_BATCH, Store
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Messages are waited for in slices this long so `stop()` returns promptly.
 POLL_S = 0.2
 # Reconnect quickly after a blip, but a fleet must not hammer a Redis that is restarting.
@@ -33,16 +36,22 @@ RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 2.0
 # How long to wait for Redis to confirm the subscription before reading the full state.
 SUBSCRIBE_CONFIRM_S = 2.0
-# Breakers per round trip in a resync: reading and parsing this many is a fraction of a
-# millisecond of Python, after which the resync pauses for GIL_YIELD_S.
+# Breakers per round trip in a resync.
 READ_CHUNK = 50
+# The longest a resync works without letting the GIL go: a thread calling `is_open` waits for
+# the sync thread at most this, plus one breaker's work (a few microseconds). A resync parses
+# and compiles each breaker read from Redis (~5-10 us of Python) and checks the clock between
+# two; a round trip alone lets the GIL go, but only for as long as Redis takes to answer.
+WORK_SLICE_S = 0.0002
 # A pause long enough for a thread waiting for the GIL to take it. Without it, a thread
 # doing quick round trips takes the GIL back before the waiter wakes, and the waiter only
 # gets it by force after the 5 ms switch interval: that is how `is_open` in another thread
-# stalled behind a resync. With it, a stall lasts one chunk of work at most.
+# stalled behind a resync.
 GIL_YIELD_S = 0.0002
-# Rows freed between two such pauses when a full resync drops the maps it replaced.
-FREE_SLICE = 2000
+# Rows freed between two looks at the clock when a full resync drops the maps it replaced.
+FREE_BATCH = 64
+# Tables that share equal texts between the rows of a full resync (see `SharedTexts`).
+TEXT_SHARDS = 64
 
 HotMap = dict[str, dict[str | None, Entry]]
 # Rows by (name, shard of the key): no single dict holds 100,000 rows, so none grows by copying
@@ -55,6 +64,38 @@ ROW_SHARDS = 64
 
 def _slot(name: str, key: str | None) -> tuple[str, int]:
     return name, hash(key) & (ROW_SHARDS - 1)
+
+
+class Pacer:
+    """Lets the GIL go once the sync thread has worked WORK_SLICE_S since it last did: call it
+    between two pieces of work of a few microseconds each."""
+
+    def __init__(self) -> None:
+        self._due = time.perf_counter() + WORK_SLICE_S
+
+    def __call__(self) -> None:
+        if time.perf_counter() >= self._due:
+            time.sleep(GIL_YIELD_S)
+            self._due = time.perf_counter() + WORK_SLICE_S
+
+    def each(self, items: Iterable[T]) -> Iterator[T]:
+        """`items`, pausing between two when due (the work on each is the caller's)."""
+        for item in items:
+            yield item
+            self()
+
+
+class SharedTexts:
+    """One object for equal texts across a full resync's rows: a reason or source that
+    thousands of keys share is stored once. Spread over TEXT_SHARDS tables because texts
+    distinct per key (an event id in each source) would grow one table to 100,000 entries,
+    and a dict that grows copies its whole table in one step, holding the GIL."""
+
+    def __init__(self) -> None:
+        self.tables: list[dict[str, str]] = [{} for _ in range(TEXT_SHARDS)]
+
+    def share(self, text: str) -> str:
+        return self.tables[hash(text) & (TEXT_SHARDS - 1)].setdefault(text, text)
 
 
 Timed = dict[tuple[str, str | None], float]
@@ -239,18 +280,24 @@ class Snapshot:
                 timed.pop((name, key), None)
 
 
-def free_slowly(maps: Maps) -> None:
-    """Empty maps nobody reads any more a slice at a time: dropping 100,000 rows at once
-    would hold the GIL for milliseconds while every other thread waits."""
-    for mapping in maps:
-        if mapping is None:
+def free_slowly(tables: Iterable[dict[Any, Any] | None], pace: Pacer) -> None:
+    """Empty tables nobody reads any more (and the dicts they hold) a batch at a time:
+    dropping 100,000 rows at once would hold the GIL for milliseconds while every other
+    thread waits."""
+    for table in tables:
+        if table is None:
             continue
-        for inner in list(mapping.values()):
-            while isinstance(inner, dict) and inner:
-                for _ in range(min(FREE_SLICE, len(inner))):
-                    inner.popitem()
-                time.sleep(GIL_YIELD_S)
-        mapping.clear()
+        for inner in list(table.values()):
+            if isinstance(inner, dict):
+                _empty_slowly(inner, pace)
+        _empty_slowly(table, pace)
+
+
+def _empty_slowly(table: dict[Any, Any], pace: Pacer) -> None:
+    while table:
+        for _ in range(min(FREE_BATCH, len(table))):
+            table.popitem()
+        pace()
 
 
 class Syncer:
@@ -340,6 +387,7 @@ class Syncer:
     def _incremental(self) -> None:
         snap = self._snapshot
         since = snap.revision
+        pace = Pacer()
         while True:
             counter, changed = self._store.changed_since(since, READ_CHUNK)
             if counter < since:
@@ -351,36 +399,39 @@ class Syncer:
                 )
                 self._full()
                 return
-            self._take(self._store.read_rows([member for member, _ in changed]), dict(changed))
+            rows = self._store.read_rows([member for member, _ in changed])
+            self._take(list(pace.each(rows)), dict(changed))
             if changed:
                 since = changed[-1][1]
             if len(changed) < READ_CHUNK:
                 break
-            time.sleep(GIL_YIELD_S)
+            pace()
         snap.advance(since)
         snap.sweep()
 
     def _full(self) -> None:
         snap = self._snapshot
         snap.begin_full()
+        pace = Pacer()
+        texts = SharedTexts()
         try:
             # Read first: whatever is written from now on has a higher revision, so the next
             # incremental resync picks up anything this scan misses.
             revision = self._store.revision()
             built: Maps = ({}, {}, {})
-            strings: dict[str, str] = {}
             cursor = 0
             while True:
                 cursor, members = self._store.scan_index(cursor, READ_CHUNK)
-                rows = self._store.read_rows(members, strings, age=True)
-                snap.build([row for _, row in rows if row is not None], built)
+                # Each row is parsed as it is built, and the GIL let go between two when due.
+                rows = pace.each(self._store.read_rows(members, texts.share, age=True))
+                snap.build((row for _, row in rows if row is not None), built)
                 if cursor == 0:
                     break
-                time.sleep(GIL_YIELD_S)
+                pace()
         except BaseException:
             snap.abort_full()
             raise
-        free_slowly(snap.finish_full(built, revision))
+        free_slowly((*snap.finish_full(built, revision), *texts.tables), pace)
 
     def _take(self, rows: list[tuple[str, RecordRow | None]], tombstones: dict[str, int]) -> None:
         """Apply rows read from Redis; a member with no record is forgotten."""
@@ -408,7 +459,7 @@ class Syncer:
         return total
 
     def reload(self, member: str) -> None:
-        rows = self._store.read_rows([member])
+        rows = list(self._store.read_rows([member]))
         tombstones = {}
         if rows[0][1] is None:
             revision = self._store.tombstone(member)
