@@ -326,11 +326,13 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
     """Every figure for one size."""
     keys = BreakerKeys(prefix)
     fill(client, keys, n)
+    loading = time.perf_counter()
     b = Breakers.from_url(url, prefix=prefix, ramp_window=RAMP_WINDOW_S, startup_wait=120)
     writer = Breakers.from_url(url, prefix=prefix, sync=False)
     try:
         if not b.wait_ready(120) or b.stats()["breakers"] < n:
             raise SystemExit(f"bench: the snapshot of {n} keys did not load")
+        load_s = time.perf_counter() - loading
         writer.open(NAME, "ramp", reason="bench")
         writer.close(NAME, "ramp", reason="bench: ramping")
         wait_for(lambda: b.state(NAME, "ramp", local=True).state == "recovering", 5)
@@ -338,7 +340,8 @@ def measure(url: str, client: redis.Redis, prefix: str, n: int, args: argparse.N
         gc.collect()
         names: dict[str, object] = {"is_open": b.is_open, "d": {NAME: {"k": 1}}}
         names |= {"name": NAME}
-        row = {
+        row: Row = {
+            "load_s": load_s,
             "dict": best_ns("d.get(name)", names, args.loops, args.repeat),
             "closed": best_ns("is_open(name, '000001')", names, args.loops, args.repeat),
             "open": best_ns("is_open(name, '000000')", names, args.loops, args.repeat),
@@ -446,7 +449,8 @@ def main() -> None:
             print(
                 f"{'':>13}stalls in ms (longest gap / of it waiting for the GIL / the sync "
                 f"thread's longest stretch holding it / longest full GC): {phases}; "
-                f"{row['resyncs']:.0f} periodic resyncs; the full resync took {row['full_s']:.1f} s"
+                f"{row['resyncs']:.0f} periodic resyncs; the first load took "
+                f"{row['load_s']:.1f} s, the full resync {row['full_s']:.1f} s"
             )
         largest = results[sizes[-1]]
         print(
