@@ -107,13 +107,14 @@ class MetricsWriter:
 
     def attempt(self, outcome: str, seconds: float) -> None:
         """One callback attempt that ended with `outcome` after `seconds`."""
+        self._write(lambda pipe: self.attempt_into(pipe, outcome, seconds), transaction=True)
+
+    def attempt_into(self, pipe: redis.client.Pipeline, outcome: str, seconds: float) -> None:
+        """`attempt`, added to a pipeline the caller sends (with the delivery's result, so
+        not paused: that write goes to Redis anyway)."""
         key = self.keys.attempt_seconds
-
-        def write(pipe: redis.client.Pipeline) -> None:
-            pipe.hincrby(key, f"{outcome}{_SEP}{bucket_for(seconds)}", 1)
-            pipe.hincrbyfloat(key, f"{outcome}{_SEP}sum", seconds)
-
-        self._write(write, transaction=True)
+        pipe.hincrby(key, f"{outcome}{_SEP}{bucket_for(seconds)}", 1)
+        pipe.hincrbyfloat(key, f"{outcome}{_SEP}sum", seconds)
 
     def datadog_call(self, operation: str, error_kind: str | None = None) -> None:
         """One Datadog API request; `error_kind` when it failed (rate_limited, auth, ...)."""

@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import redis
+from redis.commands.core import Script
 
 from router.errors import QueueUnavailable
 from router.keys import RouterKeys
 from router.model import Notification
 from router.redis_conn import on_the_node_of
+
+log = logging.getLogger(__name__)
 
 Status = Literal["queued", "retrying", "delivered", "dead"]
 
@@ -258,6 +262,40 @@ def delivery_id_for(dedup_key: str, url: str) -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class OneTrip:
+    """Commands and script calls sent to Redis in one round trip (a non-transactional
+    pipeline), each answered on its own: one that fails does not fail the others.
+
+    Scripts go by their SHA alone (`EVALSHA`): a redis-py script in a pipeline costs a
+    `SCRIPT EXISTS` round trip of its own on every execute. One Redis no longer knows (it
+    restarted, or its scripts were flushed) did not run, and is run again through its
+    `Script`, which loads it."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pipe = client.pipeline(transaction=False)
+        self._scripts: list[tuple[int, Script, list[str], list[Any]]] = []
+
+    def script(self, script: Script, keys: list[str], args: list[Any]) -> int:
+        """Queue a call of a registered script; returns the index of its answer."""
+        self.pipe.evalsha(script.sha, len(keys), *keys, *args)
+        index = len(self.pipe) - 1
+        self._scripts.append((index, script, keys, args))
+        return index
+
+    def execute(self) -> list[Any]:
+        """Every answer in order; an answer that is an error is the exception, not raised.
+        A lost connection raises (nothing says what Redis did with the commands)."""
+        answers = list(self.pipe.execute(raise_on_error=False))
+        for index, script, keys, args in self._scripts:
+            if isinstance(answers[index], redis.exceptions.NoScriptError):
+                answers[index] = script(keys=keys, args=args)
+        return answers
+
+
+# Writes sent along with a claim's settle, in the same round trip (the told record, metrics).
+AlsoWrite = Callable[[OneTrip], None]
 
 
 @dataclass(frozen=True)
@@ -507,9 +545,14 @@ class DeliveryQueue:
         return self._settle_claim("drop", claim, claim.delivery_id)
 
     def complete(
-        self, claim: Claim, delivery: Delivery, *, attempt: dict[str, Any] | None = None
+        self,
+        claim: Claim,
+        delivery: Delivery,
+        *,
+        attempt: dict[str, Any] | None = None,
+        also: AlsoWrite | None = None,
     ) -> Settled:
-        return self._settle_claim("delivered", claim, delivery.id, attempt=attempt)
+        return self._settle_claim("delivered", claim, delivery.id, attempt=attempt, also=also)
 
     def schedule_retry(
         self,
@@ -518,8 +561,11 @@ class DeliveryQueue:
         due_ms: int,
         *,
         attempt: dict[str, Any] | None = None,
+        also: AlsoWrite | None = None,
     ) -> Settled:
-        return self._settle_claim("retrying", claim, delivery.id, attempt=attempt, due_ms=due_ms)
+        return self._settle_claim(
+            "retrying", claim, delivery.id, attempt=attempt, due_ms=due_ms, also=also
+        )
 
     def defer(self, claim: Claim, delivery_id: str, delay_ms: int) -> Settled:
         """Put an entry back for later without counting an attempt (e.g. endpoint busy)."""
@@ -533,9 +579,12 @@ class DeliveryQueue:
         reason: str,
         *,
         attempt: dict[str, Any] | None = None,
+        also: AlsoWrite | None = None,
     ) -> Settled:
         """Park a delivery in the dead-letter stream (no TTL) until a person replays it."""
-        return self._settle_claim("dead", claim, delivery.id, attempt=attempt, reason=reason)
+        return self._settle_claim(
+            "dead", claim, delivery.id, attempt=attempt, reason=reason, also=also
+        )
 
     def _settle_claim(
         self,
@@ -546,8 +595,12 @@ class DeliveryQueue:
         attempt: dict[str, Any] | None = None,
         due_ms: int = 0,
         reason: str = "",
+        also: AlsoWrite | None = None,
     ) -> Settled:
-        """What a claim led to, applied only if the claim is still current (see `_SETTLE`)."""
+        """What a claim led to, applied only if the claim is still current (see `_SETTLE`).
+
+        `also` adds writes to the same round trip; their failure is logged, never the
+        settle's (a lost connection fails them all, and the caller writes them again)."""
         keys = [
             self.keys.delivery(delivery_id),
             self.keys.stream,
@@ -573,7 +626,19 @@ class DeliveryQueue:
             self.retention_ms,
             delivery_id,
         ]
-        outcome = self._settle(keys=keys, args=args)
+        if also is None:
+            outcome = self._settle(keys=keys, args=args)
+        else:
+            trip = OneTrip(self.redis)
+            settle_index = trip.script(self._settle, keys, args)
+            also(trip)
+            answers = trip.execute()
+            outcome = answers.pop(settle_index)
+            if isinstance(outcome, Exception):
+                raise outcome
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    log.warning("written with the result of %s, failed: %s", delivery_id, answer)
         return cast(Settled, outcome.decode() if isinstance(outcome, bytes) else outcome)
 
     # -- dead letters --------------------------------------------------------------------

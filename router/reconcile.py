@@ -38,7 +38,7 @@ from router.keys import RouterKeys
 from router.model import MonitorGroup, Notification
 from router.parsing.callbacks import extract_callback_urls, mask_credentials
 from router.parsing.conditionals import LINT_TRANSITIONS, render_for
-from router.queue import Delivery, DeliveryQueue, now_ms
+from router.queue import Delivery, DeliveryQueue, OneTrip, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,13 @@ class Target:
 
 def transition_ms(group: MonitorGroup) -> int:
     """When a group's current status became true, as far as Datadog says (0: unknown)."""
-    if group.status == "OK":
-        return group.last_resolved_ms or group.last_triggered_ms or 0
-    return group.last_triggered_ms or group.last_resolved_ms or 0
+    return _since_ms(group.status, group.last_triggered_ms, group.last_resolved_ms)
+
+
+def _since_ms(status: str, last_triggered_ms: int | None, last_resolved_ms: int | None) -> int:
+    if status == "OK":
+        return last_resolved_ms or last_triggered_ms or 0
+    return last_triggered_ms or last_resolved_ms or 0
 
 
 class ToldBook:
@@ -127,6 +131,14 @@ class ToldBook:
 
     def record_delivered(self, delivery: Delivery, body: Mapping[str, Any]) -> None:
         """After a callback answered 2xx: remember the target and what its body said."""
+        trip = OneTrip(self.redis)
+        self.record_into(trip, delivery, body)
+        for answer in trip.execute():
+            if isinstance(answer, Exception):
+                raise answer
+
+    def record_into(self, trip: OneTrip, delivery: Delivery, body: Mapping[str, Any]) -> None:
+        """`record_delivered`, added to a round trip the caller sends (with the settle)."""
         monitor = body.get("monitor") or {}
         monitor_id = monitor.get("id")
         if not monitor_id or not is_id(str(monitor_id)):
@@ -134,22 +146,20 @@ class ToldBook:
             # sender resends the group's truth itself.
             return
         target = Target(str(monitor_id), delivery.url, now_ms())
-        told = self._told_in(body)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hsetnx(
+        trip.pipe.hsetnx(
             self.keys.reconcile_targets,
             self._field(target),
             json.dumps(
                 {"monitor_id": target.monitor_id, "url": target.url, "since_ms": target.since_ms}
             ),
         )
-        pipe.execute()
+        told = self._told_in(body)
         if told:
             replace = body.get("transition") == "reconcile"
             args: list[str | int] = ["1" if replace else "0"]
             for group, (status, version) in told.items():
                 args += [group, status, version]
-            self._merge(keys=[self._told_key(target)], args=args)
+            trip.script(self._merge, [self._told_key(target)], args)
 
     @staticmethod
     def _told_in(body: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
@@ -159,15 +169,12 @@ class ToldBook:
         told: dict[str, tuple[str, int]] = {}
         enrichment = body.get("enrichment") or {}
         if enrichment.get("complete"):
+            # Read straight from the body's dicts: a storm's body names every group of its
+            # monitor, and a MonitorGroup built per group was a fifth of a worker's CPU.
             for raw in (body.get("monitor") or {}).get("groups") or ():
-                group = MonitorGroup(
-                    name=raw["name"],
-                    status=raw["status"],
-                    tags=tuple(raw.get("tags") or ()),
-                    last_triggered_ms=raw.get("last_triggered_ms"),
-                    last_resolved_ms=raw.get("last_resolved_ms"),
-                )
-                told[group.name] = (group.status, transition_ms(group))
+                status = raw["status"]
+                since = _since_ms(status, raw.get("last_triggered_ms"), raw.get("last_resolved_ms"))
+                told[raw["name"]] = (status, since)
         status = STATUS_AFTER.get(str(body.get("transition")))
         if status is not None:
             notified = body.get("group")

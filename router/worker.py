@@ -48,7 +48,7 @@ from router.notify import (
     dead_letter_alert,
     oldest_waiting_ms,
 )
-from router.queue import Claim, Delivery, DeliveryQueue, Settled, now_ms
+from router.queue import AlsoWrite, Claim, Delivery, DeliveryQueue, OneTrip, Settled, now_ms
 from router.reconcile import READ_BUDGET_S as RECONCILE_READ_BUDGET_S
 from router.reconcile import Reconciler, ReconcilerLoop, ToldBook
 from router.redis_conn import connect
@@ -448,7 +448,6 @@ class Worker:
         number = len(delivery.attempts) + 1
         attempt = result.to_dict(number, trigger)
         delivery.attempts.append(attempt)
-        self.metrics.attempt(result.outcome, result.duration_ms / 1000)
         log.info(
             "attempt %d -> %s (%s) in %dms",
             number,
@@ -463,21 +462,21 @@ class Worker:
                 duration_ms=result.duration_ms,
             ),
         )
+        also = self._writes_with_result(delivery, result, body)
         if result.outcome == "delivered":
             settled = self._write_result(
-                lambda: self.queue.complete(claim, delivery, attempt=attempt), delivery
+                lambda: self.queue.complete(claim, delivery, attempt=attempt, also=also), delivery
             )
-            self._remember_told(delivery, body)
             if settled == "done" and (alert := breaker_alert(delivery, ready.enrichment)):
                 self.notifier.notify(alert)
         elif result.outcome == "permanent":
             reason = f"permanent failure: {result.error}"
             settled = self._write_result(
-                lambda: self._dead(claim, delivery, reason, attempt=attempt), delivery
+                lambda: self._dead(claim, delivery, reason, attempt=attempt, also=also), delivery
             )
         else:
             settled = self._write_result(
-                lambda: self._retry_or_give_up(claim, delivery, result, attempt), delivery
+                lambda: self._retry_or_give_up(claim, delivery, result, attempt, also), delivery
             )
         if settled != "done":
             log.warning(
@@ -511,27 +510,36 @@ class Worker:
             self._stop.wait(delay)
             delay = min(delay * 2, REDIS_BACKOFF_MAX_S)
 
-    def _remember_told(self, delivery: Delivery, body: dict[str, Any]) -> None:
-        """What the callback now knows, for the reconciler (late or not: it was told)."""
-        try:
-            self.told.record_delivered(delivery, body)
-        except redis.RedisError as exc:
-            # The next notification or reconcile snapshot tells it again; nothing is lost.
-            log.warning(
-                "delivered, but not remembered for the reconciler: %s",
-                exc,
-                extra=_delivery_fields(delivery),
-            )
+    def _writes_with_result(
+        self, delivery: Delivery, result: AttemptResult, body: dict[str, Any]
+    ) -> AlsoWrite:
+        """What goes to Redis in the same round trip as the attempt's result: its metrics
+        and, after a 2xx, what the callback now knows, for the reconciler (late or not: it
+        was told). Written again with the result while Redis restarts, so an outage loses
+        neither; a failure of theirs alone is logged, never the result's (the next
+        notification or reconcile snapshot tells the callback again)."""
+
+        def also(trip: OneTrip) -> None:
+            self.metrics.attempt_into(trip.pipe, result.outcome, result.duration_ms / 1000)
+            if result.outcome == "delivered":
+                self.told.record_into(trip, delivery, body)
+
+        return also
 
     def _retry_or_give_up(
-        self, claim: Claim, delivery: Delivery, result: AttemptResult, attempt: dict[str, Any]
+        self,
+        claim: Claim,
+        delivery: Delivery,
+        result: AttemptResult,
+        attempt: dict[str, Any],
+        also: AlsoWrite,
     ) -> Settled:
         delay = self.policy.next_delay(delivery.attempts_this_round, result.retry_after_s)
         if delay is None:
             reason = f"gave up after {delivery.attempts_this_round} attempts; last: {result.error}"
-            return self._dead(claim, delivery, reason, attempt=attempt)
+            return self._dead(claim, delivery, reason, attempt=attempt, also=also)
         due_ms = now_ms() + int(delay * 1000)
-        return self.queue.schedule_retry(claim, delivery, due_ms, attempt=attempt)
+        return self.queue.schedule_retry(claim, delivery, due_ms, attempt=attempt, also=also)
 
     def _dead(
         self,
@@ -540,8 +548,9 @@ class Worker:
         reason: str,
         *,
         attempt: dict[str, Any] | None = None,
+        also: AlsoWrite | None = None,
     ) -> Settled:
-        settled = self.queue.dead_letter(claim, delivery, reason, attempt=attempt)
+        settled = self.queue.dead_letter(claim, delivery, reason, attempt=attempt, also=also)
         if settled == "done":
             log.warning("dead-lettered: %s", reason, extra=_delivery_fields(delivery))
             self.notifier.notify(dead_letter_alert(delivery, reason))

@@ -15,6 +15,7 @@ from bench.fault_system import RedisServer
 from router.keys import RouterKeys
 from router.parsing.datadog import parse_datadog_webhook
 from router.queue import DeliveryQueue, now_ms
+from router.reconcile import ToldBook
 from tests.payloads import custom_payload
 from tests.support import process, router_command, router_env, running_receiver, wait_for
 
@@ -52,6 +53,16 @@ def test_a_result_that_arrives_while_redis_restarts_is_written_once_redis_is_bac
                     what="the delivery recorded as delivered, well before a reclaim",
                 )
                 assert queue.depths()["in_flight"] == 0
+                # What goes with the result is written with it: the attempt is counted in
+                # /metrics, and the reconciler knows what the callback was told (Redis lost
+                # its scripts in the restart: they are loaded again).
+                counted = client.hgetall(RouterKeys(key_prefix).attempt_seconds)
+                assert any(field.startswith("delivered|") for field in counted), counted
+                [target] = ToldBook(client, queue.keys).targets()
+                assert (
+                    ToldBook(client, queue.keys).told(target)["bank_code:0001,env:prod"].status
+                    == "Alert"
+                )
             assert len(receiver.requests) == 1
     finally:
         server.stop()
