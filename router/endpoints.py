@@ -6,7 +6,9 @@ bounced through Redis over and over. So, per endpoint (scheme, host and port):
 - beyond that, a delivery waits in this process only while the endpoint's recent pace says
   it will start within `max_wait_s` (a fast endpoint drains a long line quickly, a dead one
   gets none), and only while the whole process holds fewer than `max_parked`;
-- otherwise it goes back to Redis for about as long as the line ahead of it takes.
+- otherwise it goes back to Redis until its turn: the line in process and the deliveries
+  deferred before it, at the endpoint's pace, so a burst comes back one slot's worth at a
+  time instead of all at once (to be deferred again, wave after wave).
 
 Pure bookkeeping behind one lock; the worker does the I/O.
 """
@@ -37,6 +39,9 @@ class _Endpoint(Generic[T]):
     running: int = 0
     pace_s: float | None = None
     parked: deque[tuple[float, T]] = field(default_factory=deque)
+    # When the last delivery deferred to Redis is due to start (clock time): the next
+    # deferral starts one slot after it.
+    deferred_until: float = float("-inf")
 
 
 class EndpointGate(Generic[T]):
@@ -61,11 +66,23 @@ class EndpointGate(Generic[T]):
         with self._lock:
             return self._parked_total
 
+    def _slot_s(self, endpoint: _Endpoint[T]) -> float:
+        """How often one of the endpoint's slots frees up, at its pace."""
+        pace = endpoint.pace_s if endpoint.pace_s is not None else UNKNOWN_PACE_S
+        return pace / self.limit
+
     def _expected_wait_s(self, endpoint: _Endpoint[T]) -> float:
         """When a new arrival would start: the line ahead of it, at the endpoint's pace."""
-        pace = endpoint.pace_s if endpoint.pace_s is not None else UNKNOWN_PACE_S
-        ahead = endpoint.running + len(endpoint.parked) + 1
-        return pace * ahead / self.limit
+        return self._slot_s(endpoint) * (endpoint.running + len(endpoint.parked) + 1)
+
+    def _defer(self, endpoint: _Endpoint[T], wait_s: float) -> float:
+        """Seconds until a deferred arrival's turn: after the line in process and after every
+        deferral before it (one slot apart), never further off than MAX_DEFER_S."""
+        now = self._clock()
+        latest = now + MAX_DEFER_S
+        start = min(max(now + wait_s, endpoint.deferred_until), latest)
+        endpoint.deferred_until = min(start + self._slot_s(endpoint), latest)
+        return max(start - now, MIN_DEFER_S)
 
     def admit(self, origin: str, item: T) -> str | float:
         """`"run"` (a slot is taken), `"parked"` (it waits here), or seconds to defer it."""
@@ -79,7 +96,7 @@ class EndpointGate(Generic[T]):
                 endpoint.parked.append((self._clock(), item))
                 self._parked_total += 1
                 return "parked"
-            return min(max(wait, MIN_DEFER_S), MAX_DEFER_S)
+            return self._defer(endpoint, wait)
 
     def finished(self, origin: str, duration_s: float | None) -> T | None:
         """An attempt ended: the next parked item to run in its place, or None (slot freed)."""

@@ -82,3 +82,35 @@ def test_items_parked_too_long_are_shed_oldest_first_and_drain_takes_the_rest():
     assert g.parked_total == 1
     assert g.drain() == ["new"]
     assert g.parked_total == 0
+
+
+def test_deferrals_come_back_one_slot_apart_not_as_one_wave():
+    # Every deferral used to be told the same wait (the line in process), so a burst came
+    # back at once and was deferred again; now each waits for the deferrals ahead of it too.
+    clock = Clock()
+    g = gate(limit=2, max_parked=0, clock=clock)
+    g.admit("https://a", "a0"), g.admit("https://a", "a1")
+    g.finished("https://a", 0.5)  # pace 0.5 s at 2 at once: a slot frees every 0.25 s
+    g.admit("https://a", "a2")
+    delays = [g.admit("https://a", f"x{n}") for n in range(6)]
+    first = 0.5 * 3 / 2
+    assert delays == pytest.approx([first + n * 0.25 for n in range(6)])
+    # Time passes: the line of deferrals moves on with it.
+    clock.now += 1.0
+    assert g.admit("https://a", "late") == pytest.approx(first + 6 * 0.25 - 1.0)
+
+
+def test_the_line_of_deferrals_never_reaches_past_the_longest_deferral():
+    # A dead endpoint's deferrals are bounded; once it answers fast again, its next
+    # deferral is short, not the sum of everything deferred while it was down.
+    clock = Clock()
+    g = gate(limit=1, max_parked=0, clock=clock)
+    g.admit("https://a", "a0")
+    g.finished("https://a", 10.0)
+    g.admit("https://a", "a1")
+    assert all(g.admit("https://a", f"x{n}") <= MAX_DEFER_S for n in range(20))
+    for _ in range(40):
+        g.finished("https://a", 0.01)  # pace back to ~10 ms
+        g.admit("https://a", "again")
+    clock.now += MAX_DEFER_S
+    assert g.admit("https://a", "fresh") < 1.0
