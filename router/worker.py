@@ -178,6 +178,8 @@ class Worker:
         self._stop = threading.Event()
         self._lock = threading.Condition()
         self._in_flight = 0
+        # Claims read but not yet through the gate: each may still need a place in the line.
+        self._admitting = 0
         self._reclaim_cursor = "0-0"
         self._gate: EndpointGate[Ready] = EndpointGate(
             settings.per_endpoint_concurrency,
@@ -324,10 +326,13 @@ class Worker:
     # -- dispatch ------------------------------------------------------------------------
 
     def _free_slots(self) -> int:
-        """How many entries to take now: free threads, unless this process parks too many."""
+        """How many entries to take now: free threads, but no more than the line in process
+        could still take (counting claims on their way to it), so a burst beyond it stays in
+        the stream for another worker instead of being read only to be deferred."""
         with self._lock:
             free = self.settings.worker_concurrency - self._in_flight
-        return min(free, self._gate.max_parked - self._gate.parked_total)
+            admitting = self._admitting
+        return min(free, self._gate.max_parked - self._gate.parked_total - admitting)
 
     def _dispatch_new(self) -> None:
         free = self._free_slots()
@@ -363,15 +368,12 @@ class Worker:
         """Hand a claimed entry to a delivery thread; it holds one slot until finished."""
         with self._lock:
             self._in_flight += 1
+            self._admitting += 1
         self._executor.submit(self._handle, claim)
 
     def _handle(self, claim: Claim) -> None:
         try:
-            delivery = self._prepare(claim)
-            if delivery is not None:
-                # Enrich before taking one of the endpoint's slots: a slow Datadog API must
-                # not hold the line of deliveries waiting for that service.
-                self._admit(Ready(claim, delivery, self._enrichment(delivery)))
+            self._admit(claim)
         except Exception:
             # Left pending in Redis: a worker reclaims it after ROUTER_CLAIM_IDLE.
             log.exception("failed inside the worker; it stays queued", extra=_claim_fields(claim))
@@ -380,9 +382,19 @@ class Worker:
                 self._in_flight -= 1
                 self._lock.notify_all()
 
-    def _admit(self, ready: Ready) -> None:
-        origin = _origin(ready.delivery.url)
-        decision = self._gate.admit(origin, ready)
+    def _admit(self, claim: Claim) -> None:
+        try:
+            delivery = self._prepare(claim)
+            if delivery is None:
+                return
+            # Enrich before taking one of the endpoint's slots: a slow Datadog API must not
+            # hold the line of deliveries waiting for that service.
+            ready = Ready(claim, delivery, self._enrichment(delivery))
+            origin = _origin(delivery.url)
+            decision = self._gate.admit(origin, ready)
+        finally:
+            with self._lock:
+                self._admitting -= 1
         if decision == "parked":
             return
         if isinstance(decision, float):
