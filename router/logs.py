@@ -110,9 +110,9 @@ class BufferedStreamHandler(logging.Handler):
     and each one hands the GIL to another thread and back: under load that cost more than the
     rest of a request's logging (bench/ingest_load.py). Here the caller only formats the line
     and appends it; the writer thread writes what accumulated every WRITE_INTERVAL_S. Lines
-    keep their order. `flush()` (called by logging.shutdown at exit, and by gunicorn's
-    worker_exit hook) writes everything waiting; a process killed hard loses at most the last
-    WRITE_INTERVAL_S of lines. After a fork, the child starts a writer of its own and does not
+    keep their order. `flush()` (called by logging.shutdown at exit, and by `flush_handlers`
+    before an `os._exit`) writes everything waiting; a process killed hard loses at most the
+    last WRITE_INTERVAL_S of lines. After a fork, the child starts a writer of its own and does not
     write the parent's waiting lines again.
     """
 
